@@ -1,0 +1,6 @@
+//! One module per subcommand (youki's layout): parsing stays in `main.rs`, work lives here.
+
+pub mod crictl;
+pub mod images;
+pub mod pending;
+pub mod version;

@@ -1,0 +1,88 @@
+//! The `oxlet` binary: one CLI for the kubelet, the proxy, the bundled control plane and tools.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A Kubernetes node in Rust: kubelet, service proxy and a small bundled control plane.
+#[derive(Debug, Parser)]
+#[command(name = "oxlet", version = cmd::version::VERSION, about, long_about = None)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the bundled control plane (API server, store, scheduler, controllers).
+    Server(cmd::pending::Args),
+    /// Run the kubelet against any API server.
+    Kubelet(cmd::pending::Args),
+    /// Run the service proxy (nftables or iptables) against any API server.
+    Proxy(cmd::pending::Args),
+    /// Run the node half: a managed containerd, the kubelet and the proxy.
+    Agent(cmd::pending::Args),
+    /// Run a one-node cluster: server + agent in one supervised process tree.
+    Standalone(cmd::pending::Args),
+    /// Manage images in containerd's k8s.io namespace.
+    Images(cmd::images::Args),
+    /// Inspect and debug pods and containers through CRI, like crictl.
+    Crictl(cmd::crictl::Args),
+    /// Print the version, git commit and targeted Kubernetes API version.
+    Version(cmd::version::Args),
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("oxlet: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(_) => cmd::pending::run("server", "the API server issue"),
+            Command::Kubelet(_) => cmd::pending::run("kubelet", "the kubelet issue"),
+            Command::Proxy(_) => cmd::pending::run("proxy", "the service proxy issue"),
+            Command::Agent(_) => cmd::pending::run("agent", "the kubelet issue"),
+            Command::Standalone(_) => cmd::pending::run("standalone", "the kubelet issue"),
+            Command::Images(args) => cmd::images::run(args).await,
+            Command::Crictl(args) => cmd::crictl::run(args).await,
+            Command::Version(args) => cmd::version::run(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("oxlet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
