@@ -50,7 +50,6 @@ pub struct Containerd {
     child: Option<Child>,
     network_name: String,
     cgroup_root: String,
-    /// Sandbox IDs seen at shutdown, to find their shim sockets.
     stopped: bool,
 }
 
@@ -191,11 +190,18 @@ impl Containerd {
             return Ok(());
         }
         self.stopped = true;
-        let sandboxes = self.sandbox_ids();
+        let mut problems = String::new();
+        let mut sandboxes = match self.remove_all_pods() {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = writeln!(problems, "removing pods through CRI: {e:#}");
+                Vec::new()
+            }
+        };
+        sandboxes.extend(self.sandbox_ids());
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(10));
         }
-        let mut problems = String::new();
         // Shims outlive containerd by design; the ones still here belong to pods not removed.
         for pid in shim_pids(&self.socket()) {
             let _ = writeln!(problems, "killed leftover shim {pid}");
@@ -217,6 +223,40 @@ impl Containerd {
             eprintln!("containerd cleanup: {problems}");
         }
         Ok(())
+    }
+
+    /// Stops and removes every pod through CRI, so containerd itself tears down CNI, netns
+    /// mounts and shims; returns the sandbox IDs it removed.
+    pub fn remove_all_pods(&self) -> Result<Vec<String>> {
+        if self.child.is_none() {
+            return Ok(Vec::new());
+        }
+        let endpoint = self.endpoint();
+        // Drop may run inside a tokio runtime: use a thread with a runtime of its own.
+        let handle = std::thread::spawn(move || -> Result<Vec<String>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                use oxlet_cri::RuntimeService as _;
+                let timeouts = oxlet_cri::Timeouts {
+                    request: Duration::from_secs(60),
+                    ..Default::default()
+                };
+                let cri = oxlet_cri::RemoteRuntime::connect(&endpoint, timeouts).await?;
+                let pods = cri.list_pod_sandbox(None).await?;
+                let mut ids = Vec::new();
+                for pod in pods {
+                    cri.stop_pod_sandbox(&pod.id).await?;
+                    cri.remove_pod_sandbox(&pod.id).await?;
+                    ids.push(pod.id);
+                }
+                Ok(ids)
+            })
+        });
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("pod removal thread panicked"))?
     }
 
     /// Sandbox IDs known to containerd's CRI state dir (their shim sockets are named from them).

@@ -39,10 +39,12 @@ impl Netns {
         format!("/var/run/netns/{}", self.name)
     }
 
-    /// A command that runs `program` inside this namespace.
+    /// A command that runs `program` inside this namespace. Only the network namespace is
+    /// entered: `ip netns exec` would also remount /sys, hiding the cgroup mounts runc needs.
+    /// nsenter execs `program` directly, so the child's PID is the program's.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path())).arg(program);
         cmd
     }
 
