@@ -81,8 +81,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("oxlet: {err:#}");
+            eprintln!("oxlet: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the previous message already carries
+/// (library errors quote their source, e.g. containerd's message in a CRI error).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut prev = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if !prev.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+        prev = msg;
+    }
+    out
 }

@@ -2,11 +2,12 @@
 //! (plus an authenticated one on request) with the project's images, and a private containerd
 //! that mirrors `docker.io` and `registry.k8s.io` to it; plus a connected CRI client.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use oxlet_cri::{RemoteRuntime, Timeouts};
+use anyhow::{bail, Context, Result};
+use oxlet_cri::{api, image_spec, ImageService, RemoteRuntime, RuntimeService, Timeouts};
 
 use crate::containerd::{Containerd, Options};
 use crate::images::{self, BuiltImages};
@@ -121,10 +122,102 @@ impl RuntimeEnv {
         })
     }
 
+    /// A sandbox config for pod `name` in `default`: unique UID, log dir in the scratch dir,
+    /// label `app=<name>`, cgroup parent under this containerd's removable root.
+    pub fn pod_config(&self, name: &str) -> Result<api::PodSandboxConfig> {
+        let uid = format!("uid-{name}-{}", std::process::id());
+        Ok(api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: name.to_string(),
+                namespace: "default".to_string(),
+                uid: uid.clone(),
+                attempt: 0,
+            }),
+            hostname: name.to_string(),
+            log_directory: self.pod_log_dir(&uid)?.display().to_string(),
+            labels: HashMap::from([("app".to_string(), name.to_string())]),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: self.containerd.cgroup_parent(&format!("pod{uid}")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
     /// A fresh per-pod log directory inside the scratch dir.
     pub fn pod_log_dir(&self, pod: &str) -> Result<PathBuf> {
         let dir = self.scratch.path().join("pods").join(pod);
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
+}
+
+/// A container config: label `container=<name>`, log at `<name>/0.log` in the pod's log dir.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(image_spec(image)),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("container".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// Pulls the config's image, then creates and starts the container in `sandbox`.
+pub async fn run_container(
+    cri: &RemoteRuntime,
+    sandbox: &str,
+    pod: &api::PodSandboxConfig,
+    config: &api::ContainerConfig,
+) -> Result<String> {
+    let image = config
+        .image
+        .clone()
+        .context("container config has no image")?;
+    cri.pull_image(&image, None, Some(pod)).await?;
+    let id = cri.create_container(sandbox, config, pod).await?;
+    cri.start_container(&id).await?;
+    Ok(id)
+}
+
+/// Polls a container's status until `done` holds (CRI has no watch), for up to 60 s; the error
+/// shows the last status seen.
+pub async fn wait_container<F>(
+    cri: &RemoteRuntime,
+    id: &str,
+    what: &str,
+    done: F,
+) -> Result<api::ContainerStatus>
+where
+    F: Fn(&api::ContainerStatus) -> bool,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cri
+            .container_status(id, false)
+            .await?
+            .status
+            .context("no status")?;
+        if done(&status) {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("container {id} never became {what}; last status: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The container has exited.
+pub fn exited(s: &api::ContainerStatus) -> bool {
+    s.state == api::ContainerState::ContainerExited as i32
+}
+
+/// The container is running.
+pub fn running(s: &api::ContainerStatus) -> bool {
+    s.state == api::ContainerState::ContainerRunning as i32
 }

@@ -8,88 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use oxlet_cri::api;
-use oxlet_cri::{image_spec, ImageService, RemoteRuntime, RuntimeService};
+use oxlet_cri::{image_spec, ImageService, RuntimeService};
 use oxlet_e2e::images::{BUSYBOX_REF, ECHOSERVER_PORT, ECHOSERVER_REF, PAUSE_REF};
-use oxlet_e2e::runtime_env::{EnvOptions, RuntimeEnv, AUTH_PASSWORD, AUTH_USER};
-
-fn pod_config(env: &RuntimeEnv, name: &str) -> Result<api::PodSandboxConfig> {
-    let uid = format!("uid-{name}-{}", std::process::id());
-    Ok(api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: name.to_string(),
-            namespace: "default".to_string(),
-            uid: uid.clone(),
-            attempt: 0,
-        }),
-        hostname: name.to_string(),
-        log_directory: env.pod_log_dir(&uid)?.display().to_string(),
-        labels: HashMap::from([("app".to_string(), name.to_string())]),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: env.containerd.cgroup_parent(&format!("pod{uid}")),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(image_spec(image)),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("container".to_string(), name.to_string())]),
-        ..Default::default()
-    }
-}
-
-/// Pulls `image` then creates and starts a container from it in `sandbox`.
-async fn run_container(
-    cri: &RemoteRuntime,
-    sandbox: &str,
-    pod: &api::PodSandboxConfig,
-    config: &api::ContainerConfig,
-) -> Result<String> {
-    let image = config.image.clone().context("image")?;
-    cri.pull_image(&image, None, Some(pod)).await?;
-    let id = cri.create_container(sandbox, config, pod).await?;
-    cri.start_container(&id).await?;
-    Ok(id)
-}
-
-/// Polls a container's status until `done` holds; CRI has no watch, so a bounded poll it is.
-async fn wait_container<F>(
-    cri: &RemoteRuntime,
-    id: &str,
-    what: &str,
-    done: F,
-) -> Result<api::ContainerStatus>
-where
-    F: Fn(&api::ContainerStatus) -> bool,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = cri
-            .container_status(id, false)
-            .await?
-            .status
-            .context("no status")?;
-        if done(&status) {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            bail!("container {id} never became {what}; last status: {status:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn exited(s: &api::ContainerStatus) -> bool {
-    s.state == api::ContainerState::ContainerExited as i32
-}
+use oxlet_e2e::runtime_env::{
+    container_config, exited, run_container, running, wait_container, EnvOptions, RuntimeEnv,
+    AUTH_PASSWORD, AUTH_USER,
+};
 
 #[tokio::test]
 async fn version_and_status() -> Result<()> {
@@ -203,7 +127,7 @@ async fn pull_with_credentials() -> Result<()> {
 #[tokio::test]
 async fn sandbox_gets_a_cni_address_and_serves_traffic() -> Result<()> {
     let env = RuntimeEnv::start("net", EnvOptions::default()).await?;
-    let pod = pod_config(&env, "echo")?;
+    let pod = env.pod_config("echo")?;
     let sandbox = env.cri.run_pod_sandbox(&pod, "").await?;
     let status = env
         .cri
@@ -238,10 +162,7 @@ async fn sandbox_gets_a_cni_address_and_serves_traffic() -> Result<()> {
         &container_config("echo", ECHOSERVER_REF, &[]),
     )
     .await?;
-    wait_container(&env.cri, &id, "running", |s| {
-        s.state == api::ContainerState::ContainerRunning as i32
-    })
-    .await?;
+    wait_container(&env.cri, &id, "running", running).await?;
 
     // Real traffic from the test's namespace (where the bridge is) to the pod IP.
     let body = http_get_in(&env, ip, ECHOSERVER_PORT, "/from-test").await?;
@@ -286,7 +207,7 @@ async fn http_get_in(
 #[tokio::test]
 async fn container_lifecycle_logs_exit_codes_and_exec() -> Result<()> {
     let env = RuntimeEnv::start("life", EnvOptions::default()).await?;
-    let pod = pod_config(&env, "life")?;
+    let pod = env.pod_config("life")?;
     let sandbox = env.cri.run_pod_sandbox(&pod, "").await?;
 
     // A container that prints and exits 3: state, exit code, log file.
@@ -316,10 +237,7 @@ async fn container_lifecycle_logs_exit_codes_and_exec() -> Result<()> {
     // A long-running container: exec, stop with a grace period, remove.
     let cfg = container_config("sleeper", "busybox", &["sleep", "3600"]);
     let sleeper = run_container(&env.cri, &sandbox, &pod, &cfg).await?;
-    wait_container(&env.cri, &sleeper, "running", |s| {
-        s.state == api::ContainerState::ContainerRunning as i32
-    })
-    .await?;
+    wait_container(&env.cri, &sleeper, "running", running).await?;
     let out = env
         .cri
         .exec_sync(
@@ -361,8 +279,8 @@ async fn container_lifecycle_logs_exit_codes_and_exec() -> Result<()> {
 #[tokio::test]
 async fn list_and_filter_by_labels() -> Result<()> {
     let env = RuntimeEnv::start("list", EnvOptions::default()).await?;
-    let a = pod_config(&env, "alpha")?;
-    let b = pod_config(&env, "beta")?;
+    let a = env.pod_config("alpha")?;
+    let b = env.pod_config("beta")?;
     let sa = env.cri.run_pod_sandbox(&a, "").await?;
     let sb = env.cri.run_pod_sandbox(&b, "").await?;
     let ca = run_container(
@@ -443,7 +361,7 @@ async fn imported_images_run_without_any_registry() -> Result<()> {
     );
 
     // No registry exists: the sandbox image and the container image must come from the import.
-    let pod = pod_config(&env, "airgap")?;
+    let pod = env.pod_config("airgap")?;
     let sandbox = env.cri.run_pod_sandbox(&pod, "").await?;
     let mut cfg = container_config("echo", ECHOSERVER_REF, &[]);
     cfg.command = vec![
@@ -471,7 +389,7 @@ async fn imported_images_run_without_any_registry() -> Result<()> {
 #[tokio::test]
 async fn cleanup_leaves_nothing_behind() -> Result<()> {
     let env = RuntimeEnv::start("gone", EnvOptions::default()).await?;
-    let pod = pod_config(&env, "gone")?;
+    let pod = env.pod_config("gone")?;
     let sandbox = env.cri.run_pod_sandbox(&pod, "").await?;
     run_container(
         &env.cri,
