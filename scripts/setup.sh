@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   containerd runc containernetworking-plugins
   nftables iptables conntrack iproute2
-  protobuf-compiler
+  protobuf-compiler libprotobuf-dev
   docker-registry skopeo umoci busybox-static
   etcd-server etcd-client
   curl gcc libc6-dev

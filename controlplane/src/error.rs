@@ -14,6 +14,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The storage layer failed; see [`crate::storage::Error`] for its meaning and status.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
 }
 
 /// Result with this crate's [`Error`].

@@ -2,6 +2,9 @@
 //!
 //! Built in the control plane issues; the foundation provides the crate and its error type.
 
+pub mod apiserver;
 pub mod error;
+pub mod registry;
+pub mod storage;
 
 pub use error::{Error, Result};

@@ -1,0 +1,4 @@
+//! The registry: generic storage of Kubernetes objects with per-resource strategies.
+
+pub mod strategy;
+pub mod validation;
