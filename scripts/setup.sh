@@ -39,4 +39,9 @@ for tool in containerd runc docker-registry skopeo etcd nft iptables protoc gcc;
   command -v "$tool" >/dev/null || { echo "setup: $tool missing after install" >&2; exit 1; }
 done
 [[ -x /usr/lib/cni/bridge ]] || { echo "setup: /usr/lib/cni/bridge missing" >&2; exit 1; }
+# The official Kubernetes Python client, for the API server's client-compatibility test.
+if ! python3 -c "import kubernetes" 2>/dev/null; then
+  echo "setup: installing the kubernetes Python client"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes
+fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }

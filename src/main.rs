@@ -26,7 +26,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the bundled control plane (API server, store, scheduler, controllers).
-    Server(cmd::pending::Args),
+    Server(cmd::server::Args),
     /// Run the kubelet against any API server.
     Kubelet(cmd::pending::Args),
     /// Run the service proxy (nftables or iptables) against any API server.
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(_) => cmd::pending::run("server", "the API server issue"),
+            Command::Server(args) => cmd::server::run(args).await,
             Command::Kubelet(_) => cmd::pending::run("kubelet", "the kubelet issue"),
             Command::Proxy(_) => cmd::pending::run("proxy", "the service proxy issue"),
             Command::Agent(_) => cmd::pending::run("agent", "the kubelet issue"),

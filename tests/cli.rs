@@ -30,10 +30,39 @@ fn version_names_version_commit_and_kubernetes_api() {
 
 #[test]
 fn unbuilt_components_refuse_clearly() {
-    for sub in ["server", "kubelet", "proxy", "agent", "standalone"] {
+    for sub in ["kubelet", "proxy", "agent", "standalone"] {
         let out = oxlet(&[sub, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(69), "{sub}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not implemented yet"), "{sub}: {err}");
     }
+}
+
+#[test]
+fn server_rejects_a_bad_port_before_starting() {
+    let out = oxlet(&["server", "--secure-port", "notanumber"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secure-port"), "{err}");
+    assert!(err.contains("notanumber"), "{err}");
+}
+
+#[test]
+fn server_config_errors_exit_64() {
+    let dir = std::env::temp_dir().join(format!("oxlet-cli-{}", std::process::id()));
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let out = oxlet(&[
+        "server",
+        "--data-dir",
+        &dir_arg,
+        "--service-cluster-ip-range",
+        "10.43.0.1/16",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--service-cluster-ip-range"), "{err}");
+    assert!(
+        !dir.exists(),
+        "nothing may be written before validation passes"
+    );
 }

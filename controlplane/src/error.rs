@@ -17,6 +17,9 @@ pub enum Error {
     /// The storage layer failed; see [`crate::storage::Error`] for its meaning and status.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// Creating the built-in objects (system namespaces, the `kubernetes` Service) failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -1,94 +1,29 @@
 //! The storage conformance suite on a real etcd (Debian's etcd-server at /usr/bin/etcd),
 //! started per test on loopback with free ports and a private data dir.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+const ETCDCTL: &str = "/usr/bin/etcdctl";
+use std::time::Instant;
+
+use anyhow::Context;
 use oxlet_controlplane::storage::cacher::{Cacher, CacherConfig};
 use oxlet_controlplane::storage::conformance::conformance;
 use oxlet_controlplane::storage::etcd::EtcdStore;
 use oxlet_controlplane::storage::Store;
 
-const ETCD: &str = "/usr/bin/etcd";
-const ETCDCTL: &str = "/usr/bin/etcdctl";
-
-/// A private etcd; killed (by PID) and its data dir removed on drop, even when a test fails.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    // Dropped after the kill: the process no longer writes into it.
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+/// A private etcd with a store connected to it.
+struct Etcd(oxlet_e2e::etcd::Etcd);
 
 impl Etcd {
     async fn start() -> anyhow::Result<Etcd> {
-        if !std::path::Path::new(ETCD).exists() {
-            bail!("{ETCD} missing: install Debian's etcd-server (scripts/setup.sh)");
-        }
-        let dir = tempfile::tempdir()?;
-        let client = format!("http://127.0.0.1:{}", free_port()?);
-        let peer = format!("http://127.0.0.1:{}", free_port()?);
-        let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new(ETCD)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .arg("--initial-cluster-state=new")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start etcd")?;
-        let mut etcd = Etcd {
-            child,
-            endpoint: client,
-            _dir: dir,
-        };
-        etcd.wait_ready().await?;
-        Ok(etcd)
-    }
-
-    /// Polls until etcd answers a read; fails with the last error and etcd's log after 60 s.
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                last = format!("etcd exited: {status}");
-                break;
-            }
-            match self.store().await {
-                Ok(store) => match store.current_revision().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                },
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let log = std::fs::read_to_string(self._dir.path().join("etcd.log")).unwrap_or_default();
-        bail!("etcd at {} not ready: {last}\n{log}", self.endpoint)
+        Ok(Etcd(
+            tokio::task::spawn_blocking(oxlet_e2e::etcd::Etcd::start).await??,
+        ))
     }
 
     async fn store(&self) -> anyhow::Result<EtcdStore> {
-        Ok(EtcdStore::connect(std::slice::from_ref(&self.endpoint), "").await?)
+        Ok(EtcdStore::connect(&[self.0.endpoint().to_string()], "").await?)
     }
 }
 
@@ -124,7 +59,7 @@ async fn etcdctl_sees_the_registry_keys() -> anyhow::Result<()> {
     let out = tokio::process::Command::new(ETCDCTL)
         .env("ETCDCTL_API", "3")
         .args([
-            format!("--endpoints={}", etcd.endpoint).as_str(),
+            format!("--endpoints={}", etcd.0.endpoint()).as_str(),
             "get",
             "/registry",
             "--prefix",
@@ -157,7 +92,7 @@ async fn etcdctl_sees_the_registry_keys() -> anyhow::Result<()> {
 async fn etcd_key_prefix_is_applied_and_stripped() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let plain = etcd.store().await?;
-    let prefixed = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/oxlet").await?;
+    let prefixed = EtcdStore::connect(&[etcd.0.endpoint().to_string()], "/oxlet").await?;
     let kv = prefixed
         .create("/registry/pods/default/web", b"x".to_vec())
         .await?;

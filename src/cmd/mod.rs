@@ -3,4 +3,5 @@
 pub mod crictl;
 pub mod images;
 pub mod pending;
+pub mod server;
 pub mod version;

@@ -1,0 +1,309 @@
+//! `oxlet server`: the bundled control plane's API server, with kube-apiserver's flag names.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use oxlet_controlplane::apiserver::handlers;
+use oxlet_controlplane::apiserver::pki::Pki;
+use oxlet_controlplane::apiserver::server::{self, Cidr, ServerConfig};
+use oxlet_controlplane::registry::generic::RegistryOptions;
+use oxlet_controlplane::storage::{self, etcd::EtcdStore, sqlite::SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+
+/// EX_USAGE: invalid flags, reported before anything is bound or written.
+const EX_USAGE: u8 = 64;
+/// Revisions of history the compactor keeps behind the newest (kine's `compactMinRetain`).
+const COMPACTION_RETAIN: i64 = 1000;
+
+/// Flags of `oxlet server` (upstream kube-apiserver names where one exists).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory for the PKI, admin.kubeconfig and the embedded database.
+    #[arg(long, default_value = "/var/lib/oxlet/server")]
+    data_dir: PathBuf,
+    /// Address the secure port listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// The HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Address advertised to clients (kubeconfigs, the kubernetes Service endpoint).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// Static bearer tokens: CSV `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// CIDR(s) for Service cluster IPs (comma separated, at most one per IP family).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cluster_ip_range: String,
+    /// Port range for NodePort Services.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// etcd endpoints, comma separated; empty uses embedded SQLite at <data-dir>/db/state.db.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    etcd_servers: Vec<String>,
+    /// Prefix prepended to every key in etcd (keys already start with /registry).
+    #[arg(long, default_value = "")]
+    etcd_prefix: String,
+    /// Events kept by the watch cache (one cache for all resources); older watches get 410.
+    #[arg(long, default_value_t = 10_000)]
+    default_watch_cache_size: usize,
+    /// How often storage history is compacted (Go duration, e.g. 5m); 0 disables.
+    #[arg(long, default_value = "5m")]
+    etcd_compaction_interval: String,
+}
+
+/// Where the objects live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StorageConfig {
+    Sqlite(PathBuf),
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+struct Config {
+    server: ServerConfig,
+    watch_cache_size: usize,
+    storage: StorageConfig,
+    compaction_interval: Option<Duration>,
+}
+
+fn validate(args: Args) -> anyhow::Result<Config> {
+    let ranges = args
+        .service_cluster_ip_range
+        .split(',')
+        .map(|r| r.parse::<Cidr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+    let node_ports = parse_port_range(&args.service_node_port_range)
+        .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?;
+    let compaction = parse_go_duration(&args.etcd_compaction_interval)
+        .map_err(|e| anyhow::anyhow!("--etcd-compaction-interval: {e}"))?;
+    let endpoints: Vec<String> = args
+        .etcd_servers
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let storage = if endpoints.is_empty() {
+        StorageConfig::Sqlite(args.data_dir.join("db").join("state.db"))
+    } else {
+        StorageConfig::Etcd {
+            endpoints,
+            prefix: args.etcd_prefix.trim_end_matches('/').to_string(),
+        }
+    };
+    let mut server = ServerConfig::new(&args.data_dir);
+    server.bind_address = args.bind_address;
+    server.secure_port = args.secure_port;
+    server.advertise_address = args.advertise_address;
+    server.token_auth_file = args.token_auth_file;
+    server.service_cluster_ip_range = ranges;
+    server.service_node_port_range = node_ports;
+    server.git_commit = super::version::GIT_COMMIT.to_string();
+    server.validate()?;
+    Ok(Config {
+        server,
+        watch_cache_size: args.default_watch_cache_size,
+        storage,
+        compaction_interval: (!compaction.is_zero()).then_some(compaction),
+    })
+}
+
+/// `30000-32767` (or a single port).
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("{s:?}: invalid port {p:?}: {e}"))
+    };
+    let (a, b) = (port(a)?, port(b)?);
+    if a > b {
+        return Err(format!("{s:?}: start is after end"));
+    }
+    Ok(a..=b)
+}
+
+/// A Go `time.Duration` string (`5m`, `1h30m`, `300s`, `500ms`, `0`).
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{s:?}: missing unit (ns, us, ms, s, m, h)"))?;
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: invalid number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => return Err(format!("{s:?}: unknown unit {unit:?}")),
+        };
+        total += Duration::from_secs_f64(value * seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Opens the configured store.
+async fn open_store(storage: &StorageConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match storage {
+        StorageConfig::Sqlite(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("create directory {}", dir.display()))?;
+            }
+            Arc::new(SqliteStore::open(path).await?)
+        }
+        StorageConfig::Etcd { endpoints, prefix } => {
+            Arc::new(EtcdStore::connect(endpoints, prefix.clone()).await?)
+        }
+    })
+}
+
+/// The REST API served behind authentication: the registry over a watch cache of `store`,
+/// with the built-in namespaces and the `kubernetes` Service created on first start.
+async fn build_app(
+    store: Arc<dyn Store>,
+    config: &ServerConfig,
+    watch_cache_size: usize,
+) -> anyhow::Result<axum::Router> {
+    let cidr = config
+        .service_cluster_ip_range
+        .first()
+        .map(|c| format!("{}/{}", c.network, c.prefix_len))
+        .context("no service cluster IP range")?;
+    let opts = handlers::ApiOptions {
+        registry: RegistryOptions {
+            service_cidr: cidr,
+            node_port_range: config.service_node_port_range.clone(),
+        },
+        server_address: std::net::SocketAddr::new(config.client_address(), config.secure_port)
+            .to_string(),
+        kubernetes_endpoint: Some((config.client_address(), config.secure_port)),
+        watch_cache_size,
+    };
+    let state = handlers::ApiState::new(store, opts)
+        .await
+        .context("start the REST layer")?;
+    Ok(handlers::router(Arc::new(state)))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = token.cancelled() => return,
+        };
+        tracing::info!(signal = name, "shutting down");
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Runs the API server until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match validate(args) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("oxlet server: {err:#}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+
+    let pki_options = config.server.pki_options();
+    let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&pki_options))
+        .await
+        .context("PKI setup task")??;
+    tracing::info!(
+        kubeconfig = %pki.admin_kubeconfig_path().display(),
+        "admin kubeconfig ready (kubectl --kubeconfig <path>)"
+    );
+    let auth = config.server.authenticator()?;
+
+    let store = open_store(&config.storage).await?;
+    let compactor = config.compaction_interval.map(|interval| {
+        storage::spawn_compactor(store.clone(), interval, COMPACTION_RETAIN, shutdown.clone())
+    });
+    let app = build_app(store, &config.server, config.watch_cache_size).await?;
+
+    let listener = server::bind(config.server.listen_addr()).await?;
+    let local = listener.local_addr().context("read the bound address")?;
+    tracing::info!(
+        url = %format!("https://{local}"),
+        advertise = %config.server.server_url(),
+        "serving on https://{local}"
+    );
+    let result = server::serve_listener(
+        listener,
+        &pki,
+        auth,
+        &config.server.git_commit,
+        app,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    if let Some(task) = compactor {
+        if let Err(err) = task.await {
+            tracing::warn!(error = %err, "compactor task failed");
+        }
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("5m0s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5x").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("30000-32767"), Ok(30000..=32767));
+        assert!(parse_port_range("32767-30000").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+}
