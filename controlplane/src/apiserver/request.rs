@@ -257,8 +257,8 @@ pub fn parse_body(content_type: &str, body: &Bytes) -> ApiResult<Value> {
         | "text/yaml" => serde_yaml::from_slice::<Value>(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}"))),
         "application/vnd.kubernetes.protobuf" => {
-            let (api_version, kind, mut obj) = protobuf::decode_request(body)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let (api_version, kind, mut obj) =
+                protobuf::decode_request(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if let Value::Object(m) = &mut obj {
                 m.insert("apiVersion".into(), Value::String(api_version));
                 m.insert("kind".into(), Value::String(kind));
