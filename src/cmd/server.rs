@@ -10,6 +10,7 @@ use anyhow::Context;
 use oxlet_controlplane::apiserver::handlers;
 use oxlet_controlplane::apiserver::pki::Pki;
 use oxlet_controlplane::apiserver::server::{self, Cidr, ServerConfig};
+use oxlet_controlplane::controllers;
 use oxlet_controlplane::registry::generic::RegistryOptions;
 use oxlet_controlplane::storage::{self, etcd::EtcdStore, sqlite::SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,26 @@ pub struct Args {
     /// Events kept by the watch cache (one cache for all resources); older watches get 410.
     #[arg(long, default_value_t = 10_000)]
     default_watch_cache_size: usize,
+    /// Loops to run: `*` for all, `-name` to turn one off (upstream names: scheduler,
+    /// nodelifecycle, nodeipam, replicaset, deployment, daemonset, endpointslice, endpoints,
+    /// namespace, garbagecollector, serviceaccount, podgc).
+    #[arg(long, default_value = "*")]
+    controllers: String,
+    /// Node silence after which it is marked `Ready=Unknown` and tainted (Go duration).
+    #[arg(long, default_value = "40s")]
+    node_monitor_grace_period: String,
+    /// How often node health is checked (Go duration).
+    #[arg(long, default_value = "5s")]
+    node_monitor_period: String,
+    /// Pod CIDR range nodes get their `spec.podCIDR` from; empty disables node IPAM.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Terminated pods kept before the pod GC deletes the oldest.
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
     /// How often storage history is compacted (Go duration, e.g. 5m); 0 disables.
     #[arg(long, default_value = "5m")]
     etcd_compaction_interval: String,
@@ -72,6 +93,8 @@ enum StorageConfig {
 struct Config {
     server: ServerConfig,
     watch_cache_size: usize,
+    controllers: Vec<&'static str>,
+    controller_options: controllers::ControllerOptions,
     storage: StorageConfig,
     compaction_interval: Option<Duration>,
 }
@@ -110,9 +133,26 @@ fn validate(args: Args) -> anyhow::Result<Config> {
     server.service_node_port_range = node_ports;
     server.git_commit = super::version::GIT_COMMIT.to_string();
     server.validate()?;
+    let enabled = controllers::enabled(&args.controllers)
+        .map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
+    let duration =
+        |flag: &str, v: &str| parse_go_duration(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let controller_options = controllers::ControllerOptions {
+        node_monitor_grace_period: duration(
+            "node-monitor-grace-period",
+            &args.node_monitor_grace_period,
+        )?,
+        node_monitor_period: duration("node-monitor-period", &args.node_monitor_period)?,
+        cluster_cidr: Some(args.cluster_cidr.trim().to_string()).filter(|c| !c.is_empty()),
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        ..Default::default()
+    };
     Ok(Config {
         server,
         watch_cache_size: args.default_watch_cache_size,
+        controllers: enabled,
+        controller_options,
         storage,
         compaction_interval: (!compaction.is_zero()).then_some(compaction),
     })
@@ -266,6 +306,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         advertise = %config.server.server_url(),
         "serving on https://{local}"
     );
+    // The controllers talk to this server over loopback like any client, with their own
+    // certificate, so their writes pass through the same machinery as everyone's.
+    let mut loops = tokio::task::JoinSet::new();
+    if !config.controllers.is_empty() {
+        let kubeconfig = config.server.data_dir.join("controller-manager.kubeconfig");
+        pki.issue_client_kubeconfig(
+            "system:kube-controller-manager",
+            &["system:masters"],
+            &kubeconfig,
+        )?;
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        let client_config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        let ctx = controllers::Context {
+            client: kube::Client::try_from(client_config)?,
+            options: config.controller_options.clone(),
+            shutdown: shutdown.clone(),
+        };
+        controllers::spawn(&mut loops, ctx, &config.controllers);
+    }
     let result = server::serve_listener(
         listener,
         &pki,
@@ -276,6 +335,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     )
     .await;
     shutdown.cancel();
+    while loops.join_next().await.is_some() {}
     if let Some(task) = compactor {
         if let Err(err) = task.await {
             tracing::warn!(error = %err, "compactor task failed");
