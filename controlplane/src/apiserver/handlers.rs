@@ -204,6 +204,17 @@ impl Call {
         request::parse_body(&request::content_type(&self.headers), &self.body)
     }
 
+    /// DeleteOptions from the query and, when present, the body (the body wins).
+    pub fn delete_options(&self) -> ApiResult<crate::registry::generic::DeleteOptions> {
+        let opts = self.query.delete_options()?;
+        let body = self.body_value()?;
+        Ok(if body.is_object() {
+            request::merge_delete_body(opts, &body)
+        } else {
+            opts
+        })
+    }
+
     /// The namespace as an option of `&str`.
     pub fn ns(&self) -> Option<&str> {
         self.target.namespace.as_deref()
@@ -526,11 +537,7 @@ pub fn patch_error(e: &patch::PatchError) -> ApiError {
 
 async fn delete(st: &ApiState, call: &Call) -> ApiResult<Response> {
     let res = call.target.res;
-    let mut opts = call.query.delete_options()?;
-    let body = call.body_value()?;
-    if body.is_object() {
-        opts = request::merge_delete_body(opts, &body);
-    }
+    let opts = call.delete_options()?;
     let deleted = st
         .registry
         .delete(res, call.ns(), call.name()?, &opts)
@@ -545,11 +552,7 @@ async fn delete(st: &ApiState, call: &Call) -> ApiResult<Response> {
 
 async fn delete_collection(st: &ApiState, call: &Call) -> ApiResult<Response> {
     let res = call.target.res;
-    let mut opts = call.query.delete_options()?;
-    let body = call.body_value()?;
-    if body.is_object() {
-        opts = request::merge_delete_body(opts, &body);
-    }
+    let opts = call.delete_options()?;
     let page = st
         .registry
         .list(

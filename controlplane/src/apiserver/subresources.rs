@@ -82,9 +82,6 @@ async fn scale(st: &ApiState, call: &Call, name: &str) -> ApiResult<Response> {
                 .and_then(Value::as_i64)
                 .ok_or_else(|| ApiError::bad_request("spec.replicas is required in a Scale"))?;
             current["spec"]["replicas"] = json!(replicas);
-            if let Some(m) = current.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
             Ok(current)
         })
         .await?;
@@ -129,9 +126,6 @@ async fn binding(st: &ApiState, call: &Call, name: &str) -> ApiResult<Response> 
             }
             pod["spec"]["nodeName"] = json!(node);
             set_condition(&mut pod, "PodScheduled", "True", None);
-            if let Some(m) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
             Ok(pod)
         })
         .await?;
@@ -193,9 +187,6 @@ async fn finalize(st: &ApiState, call: &Call, name: &str) -> ApiResult<Response>
         .registry
         .guaranteed_update(res, call.ns(), name, Some("finalize"), &opts, |mut ns| {
             ns["spec"]["finalizers"] = wanted.clone();
-            if let Some(m) = ns.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
             Ok(ns)
         })
         .await?;
