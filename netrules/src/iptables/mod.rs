@@ -1,0 +1,5 @@
+//! iptables rendering: `iptables-restore --noflush` text for our own chains.
+
+mod render;
+
+pub use render::{render, IptablesRules, JUMPS};
