@@ -5,6 +5,10 @@
 //! Each loop is named as upstream's `--controllers` names it and can be turned off one by one
 //! (`--controllers=*,-nodeipam`).
 
+pub mod node_ipam;
+pub mod node_lifecycle;
+pub mod scheduler;
+
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -118,10 +122,11 @@ pub fn spawn(tasks: &mut JoinSet<()>, ctx: Context, enabled: &[&'static str]) {
     }
 }
 
-// The loops' own arms are added above the catch-all as each loop lands.
-#[allow(clippy::match_single_binding)]
 async fn run_one(name: &str, ctx: Context) -> Result<(), String> {
     match name {
+        "scheduler" => scheduler::run(ctx).await,
+        "nodelifecycle" => node_lifecycle::run(ctx).await,
+        "nodeipam" => node_ipam::run(ctx).await,
         // Loops register here as they are written; an unwritten one waits for shutdown
         // and says so once, rather than pretending to work.
         other => {

@@ -278,16 +278,17 @@ impl Registry {
 
     /// Decodes a stored value and stamps `apiVersion`, `kind` and `resourceVersion`.
     pub fn decode(res: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
-        let mut obj: Value = serde_json::from_slice(&kv.value)
+        let obj: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        let mut obj = crate::registry::conversion::from_storage(res, obj);
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(obj)
     }
 
-    fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
-        let mut stored = obj.clone();
+    fn encode(res: &ResourceInfo, obj: &Value) -> ApiResult<Vec<u8>> {
+        let mut stored = crate::registry::conversion::to_storage(res, obj.clone());
         // The revision is the store's; never persist a stale copy of it.
         meta_mut(&mut stored).remove("resourceVersion");
         serde_json::to_vec(&stored).map_err(|e| ApiError::internal(format!("encode: {e}")))
@@ -582,7 +583,7 @@ impl Registry {
             }
             match self
                 .store
-                .create(&Self::key(res, ns, &name), Self::encode(&obj)?)
+                .create(&Self::key(res, ns, &name), Self::encode(res, &obj)?)
                 .await
             {
                 Ok(kv) => return Self::decode(res, &kv),
@@ -801,7 +802,7 @@ impl Registry {
         }
         let kv = self
             .store
-            .update(&key, Self::encode(&new)?, Some(old_kv.mod_revision))
+            .update(&key, Self::encode(res, &new)?, Some(old_kv.mod_revision))
             .await
             .map_err(|e| ApiError::from_storage(res, name, &e))?;
         Self::decode(res, &kv)
@@ -948,7 +949,7 @@ impl Registry {
             .store
             .update(
                 &Self::key(res, ns, name),
-                Self::encode(&marked)?,
+                Self::encode(res, &marked)?,
                 Some(kv.mod_revision),
             )
             .await

@@ -1,6 +1,7 @@
 //! The registry: generic storage of Kubernetes objects with per-resource strategies.
 
 pub mod allocator;
+pub mod conversion;
 pub mod generic;
 pub mod strategies;
 pub mod strategy;
