@@ -130,6 +130,11 @@ impl TestServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The server process's PID while it runs (for /proc readings such as RSS and CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The etcd endpoint when the backend is etcd.
     pub fn etcd_endpoint(&self) -> Option<String> {
         self.etcd.as_ref().map(|e| e.endpoint().to_string())
