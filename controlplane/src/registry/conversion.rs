@@ -20,6 +20,11 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
     ("reportingController", "reportingComponent"),
 ];
 
+/// Whether `res` is served in a shape other than the stored one.
+pub fn converts(res: &ResourceInfo) -> bool {
+    is_events_v1(res)
+}
+
 fn is_events_v1(res: &ResourceInfo) -> bool {
     res.group == "events.k8s.io" && res.plural == "events"
 }

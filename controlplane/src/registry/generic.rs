@@ -382,6 +382,46 @@ impl Registry {
         }
     }
 
+    /// One page of stored objects as they are, for unfiltered lists answered without decoding:
+    /// `(items, revision, continue token)`. `None` for resources whose stored shape differs
+    /// from what they serve (converted versions).
+    pub async fn list_raw(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> ApiResult<Option<(Vec<KeyValue>, i64, Option<String>)>> {
+        if crate::registry::conversion::converts(res) {
+            return Ok(None);
+        }
+        let (revision, start_after) = match continue_token.filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let (rv, start) = decode_continue(t)?;
+                (Some(rv), Some(start))
+            }
+            None => (None, None),
+        };
+        let limit = limit.filter(|l| *l > 0);
+        let page = self
+            .store
+            .list(&Self::prefix(res, ns), ListOptions { limit, start_after, revision })
+            .await
+            .map_err(|e| match e {
+                storage::Error::Compacted { .. } => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                other => ApiError::from_storage(res, "", &other),
+            })?;
+        let token = match (page.more, page.items.last()) {
+            (true, Some(last)) if limit.is_some() => {
+                Some(encode_continue(page.revision, &last.key))
+            }
+            _ => None,
+        };
+        Ok(Some((page.items, page.revision, token)))
+    }
+
     fn strategy(res: &ResourceInfo) -> Box<dyn Strategy> {
         strategies::strategy_for(res)
     }
