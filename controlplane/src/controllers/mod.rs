@@ -9,6 +9,17 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod scheduler;
 
+pub mod common;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod podgc;
+pub mod replicaset;
+pub mod serviceaccount;
+
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -122,11 +133,22 @@ pub fn spawn(tasks: &mut JoinSet<()>, ctx: Context, enabled: &[&'static str]) {
     }
 }
 
+// The loops' own arms are added above the catch-all as each loop lands.
+#[allow(clippy::match_single_binding)]
 async fn run_one(name: &str, ctx: Context) -> Result<(), String> {
     match name {
         "scheduler" => scheduler::run(ctx).await,
         "nodelifecycle" => node_lifecycle::run(ctx).await,
         "nodeipam" => node_ipam::run(ctx).await,
+        "replicaset" => replicaset::run(ctx).await,
+        "deployment" => deployment::run(ctx).await,
+        "daemonset" => daemonset::run(ctx).await,
+        "endpointslice" => endpointslice::run(ctx).await,
+        "endpoints" => endpoints::run(ctx).await,
+        "namespace" => namespace::run(ctx).await,
+        "garbagecollector" => garbagecollector::run(ctx).await,
+        "serviceaccount" => serviceaccount::run(ctx).await,
+        "podgc" => podgc::run(ctx).await,
         // Loops register here as they are written; an unwritten one waits for shutdown
         // and says so once, rather than pretending to work.
         other => {

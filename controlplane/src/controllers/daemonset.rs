@@ -1,0 +1,766 @@
+//! The DaemonSet controller: one pod per eligible node, placed through required node
+//! affinity on `metadata.name` (the scheduler binds it, as upstream since 1.12; this loop
+//! never sets `nodeName`), rolled by RollingUpdate on template change, as upstream's
+//! pkg/controller/daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    Taint, Toleration,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tokio::task::JoinSet;
+
+use super::common::{self, api_err, Result};
+use super::replicaset::{pod_from_template, Expectations};
+use super::Context;
+
+/// The label carrying the template revision hash on daemon pods.
+pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+
+struct Ctx {
+    client: kube::Client,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    recorder: Recorder,
+    expectations: Expectations,
+}
+
+/// Runs the loop until shutdown.
+pub async fn run(ctx: Context) -> Result<(), String> {
+    let client = ctx.client.clone();
+    let mut tasks = JoinSet::new();
+    let pods = common::spawn_reflector(
+        &mut tasks,
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        "pods",
+    );
+    // Nodes feed both the store and "re-sync every DaemonSet" triggers: a node joining,
+    // leaving or changing labels or taints concerns all of them.
+    let (nodes, writer) = reflector::store();
+    let node_events = reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects()
+    .filter_map(|r| async move {
+        if let Err(err) = &r {
+            tracing::warn!(resource = "nodes", error = %err, "watch failed; retrying");
+        }
+        Some(())
+    });
+    let shared = Arc::new(Ctx {
+        recorder: common::recorder(&client, "daemonset-controller"),
+        client: client.clone(),
+        pods,
+        nodes,
+        expectations: Expectations::default(),
+    });
+    let stream = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .reconcile_all_on(node_events)
+    .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
+    .run(reconcile, common::error_policy, shared);
+    common::drive(stream, tasks, ctx.shutdown).await
+}
+
+use futures::StreamExt as _;
+
+/// The tolerations every daemon pod gets (upstream's `AddOrUpdateDaemonPodTolerations`).
+pub fn daemon_tolerations(existing: &[Toleration], host_network: bool) -> Vec<Toleration> {
+    let mut out = existing.to_vec();
+    let mut add = |key: &str, effect: &str| {
+        if !out
+            .iter()
+            .any(|t| t.key.as_deref() == Some(key) && t.effect.as_deref() == Some(effect))
+        {
+            out.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some(effect.into()),
+                ..Default::default()
+            });
+        }
+    };
+    add("node.kubernetes.io/not-ready", "NoExecute");
+    add("node.kubernetes.io/unreachable", "NoExecute");
+    add("node.kubernetes.io/disk-pressure", "NoSchedule");
+    add("node.kubernetes.io/memory-pressure", "NoSchedule");
+    add("node.kubernetes.io/pid-pressure", "NoSchedule");
+    add("node.kubernetes.io/unschedulable", "NoSchedule");
+    if host_network {
+        add("node.kubernetes.io/network-unavailable", "NoSchedule");
+    }
+    out
+}
+
+/// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    if toleration
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(x)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|x| x.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                v > x
+            } else {
+                v < x
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether `node` satisfies a required node selector (terms ORed, requirements ANDed).
+pub fn node_selector_matches(sel: &NodeSelector, node: &Node) -> bool {
+    let labels = common::labels_of(&node.metadata);
+    let name = node.name_any();
+    sel.node_selector_terms.iter().any(|term| {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        if exprs.is_empty() && fields.is_empty() {
+            return false;
+        }
+        exprs
+            .iter()
+            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+    })
+}
+
+/// Whether a daemon pod should be placed on `node` and whether an existing one may keep
+/// running there (upstream's `NodeShouldRunDaemonPod`): nodeSelector, required affinity and
+/// taints; NoSchedule taints block new pods, NoExecute ones also evict.
+pub fn should_run(ds: &DaemonSet, node: &Node) -> (bool, bool) {
+    let spec = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let labels = common::labels_of(&node.metadata);
+    if let Some(ns) = &spec.node_selector {
+        if !ns.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return (false, false);
+        }
+    }
+    if let Some(req) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    {
+        if !node_selector_matches(req, node) {
+            return (false, false);
+        }
+    }
+    let tolerations = daemon_tolerations(
+        spec.tolerations.as_deref().unwrap_or_default(),
+        spec.host_network.unwrap_or(false),
+    );
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let untolerated = |effect: &str| {
+        taints
+            .iter()
+            .filter(|t| t.effect == effect)
+            .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+    };
+    let no_execute = untolerated("NoExecute");
+    (!no_execute && !untolerated("NoSchedule"), !no_execute)
+}
+
+/// Required node affinity pinning a pod to `node` by name (upstream's
+/// `ReplaceDaemonSetPodNodeNameNodeAffinity`): other required terms are replaced.
+pub fn pin_to_node(affinity: Option<Affinity>, node: &str) -> Affinity {
+    let mut affinity = affinity.unwrap_or_default();
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    na.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![NodeSelectorTerm {
+            match_expressions: None,
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".into(),
+                operator: "In".into(),
+                values: Some(vec![node.into()]),
+            }]),
+        }],
+    });
+    affinity
+}
+
+/// The node a daemon pod is for: its `nodeName`, else the pinned affinity.
+pub fn pod_node(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(n) = &spec.node_name {
+        return Some(n.clone());
+    }
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|r| r.key == "metadata.name" && r.operator == "In")
+        .and_then(|r| r.values.as_ref()?.first().cloned())
+}
+
+/// What one sync does: pods to create (by node) and delete (by name), plus status counts.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Nodes getting a new pod.
+    pub create: Vec<String>,
+    /// Pods to delete.
+    pub delete: Vec<String>,
+    /// Status counts.
+    pub status: StatusCounts,
+}
+
+/// DaemonSet status counts.
+#[derive(Debug, Default, PartialEq, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    /// Nodes that should run the pod.
+    pub desired_number_scheduled: i32,
+    /// Such nodes running it.
+    pub current_number_scheduled: i32,
+    /// Nodes running it that should not.
+    pub number_misscheduled: i32,
+    /// Nodes whose daemon pod is ready.
+    pub number_ready: i32,
+    /// Nodes whose daemon pod has the current template.
+    pub updated_number_scheduled: i32,
+    /// Nodes whose daemon pod is available.
+    pub number_available: i32,
+    /// desired - available.
+    pub number_unavailable: i32,
+    /// Generation seen.
+    pub observed_generation: i64,
+}
+
+/// Plans one sync (upstream's `manage` + `rollingUpdate` + `updateDaemonSetStatus`): `pods`
+/// are the DaemonSet's, `hash` the current template hash.
+pub fn plan(
+    ds: &DaemonSet,
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    hash: &str,
+    now: Timestamp,
+) -> common::Result<Plan> {
+    let spec = ds.spec.clone().unwrap_or_default();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+    let mut out = Plan::default();
+    for pod in pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match pod_node(pod) {
+            Some(n) => by_node.entry(n).or_default().push(pod.clone()),
+            None => out.delete.push(pod.name_any()),
+        }
+    }
+    let node_names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    for (node, pods) in &by_node {
+        if !node_names.contains(node) {
+            out.delete.extend(pods.iter().map(|p| p.name_any()));
+        }
+    }
+    let is_updated =
+        |p: &Pod| p.labels().get(CONTROLLER_REVISION_HASH).map(String::as_str) == Some(hash);
+    let mut old_on_node: Vec<(String, Arc<Pod>)> = Vec::new();
+    let st = &mut out.status;
+    for node in nodes {
+        let name = node.name_any();
+        let (run, keep) = should_run(ds, node);
+        let mut here: Vec<Arc<Pod>> = by_node.get(&name).cloned().unwrap_or_default();
+        // Failed daemon pods are replaced (upstream deletes them, with backoff).
+        let (failed, live): (Vec<_>, Vec<_>) = here
+            .drain(..)
+            .partition(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"));
+        out.delete.extend(failed.iter().map(|p| p.name_any()));
+        let mut live = live;
+        if run {
+            st.desired_number_scheduled += 1;
+        }
+        if !keep {
+            out.delete.extend(live.iter().map(|p| p.name_any()));
+            if !live.is_empty() {
+                st.number_misscheduled += 1;
+            }
+            continue;
+        }
+        if live.is_empty() {
+            if run {
+                out.create.push(name);
+            }
+            continue;
+        }
+        if !run {
+            st.number_misscheduled += 1;
+            continue;
+        }
+        // One pod per node: keep the oldest, as upstream.
+        live.sort_by_key(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0)
+        });
+        out.delete.extend(live[1..].iter().map(|p| p.name_any()));
+        let pod = live[0].clone();
+        st.current_number_scheduled += 1;
+        if common::pod_is_ready(&pod) {
+            st.number_ready += 1;
+        }
+        if common::pod_is_available(&pod, min_ready, now) {
+            st.number_available += 1;
+        }
+        if is_updated(&pod) {
+            st.updated_number_scheduled += 1;
+        } else {
+            old_on_node.push((name, pod));
+        }
+    }
+    st.number_unavailable = (st.desired_number_scheduled - st.number_available).max(0);
+    st.observed_generation = ds.metadata.generation.unwrap_or(0);
+
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    if rolling && !old_on_node.is_empty() {
+        let max_unavailable = common::scaled_value(
+            spec.update_strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref())
+                .and_then(|r| r.max_unavailable.as_ref()),
+            st.desired_number_scheduled,
+            true,
+            1,
+        )?
+        .max(1);
+        // Unavailable now: desired nodes without an available pod (missing ones included).
+        let mut unavailable = st.desired_number_scheduled - st.number_available;
+        for (_, pod) in old_on_node {
+            if !common::pod_is_available(&pod, min_ready, now) {
+                out.delete.push(pod.name_any());
+            } else if unavailable < max_unavailable {
+                out.delete.push(pod.name_any());
+                unavailable += 1;
+            }
+        }
+    }
+    out.delete.sort();
+    out.delete.dedup();
+    Ok(out)
+}
+
+async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
+    common::ready(&ctx.pods, "pods").await?;
+    common::ready(&ctx.nodes, "nodes").await?;
+    if ds.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = ds.namespace().unwrap_or_default();
+    let name = ds.name_any();
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let spec = ds.spec.clone().unwrap_or_default();
+    let hash = common::template_hash(
+        &spec.template,
+        ds.status.as_ref().and_then(|s| s.collision_count),
+    );
+    ensure_revision(&ctx, &ds, &hash).await?;
+    let pods: Vec<Arc<Pod>> = common::pods_in(&ctx.pods, &ns)
+        .into_iter()
+        .filter(|p| common::is_controlled_by(&p.metadata, &uid))
+        .collect();
+    let nodes = ctx.nodes.state();
+    let plan = plan(&ds, &nodes, &pods, &hash, Timestamp::now())?;
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if ctx.expectations.satisfied(&uid, &pods) {
+        let mut created = Vec::new();
+        let mut deleted = Vec::new();
+        for node in &plan.create {
+            let mut template = spec.template.clone();
+            template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(CONTROLLER_REVISION_HASH.into(), hash.clone());
+            if let Some(ps) = template.spec.as_mut() {
+                ps.affinity = Some(pin_to_node(ps.affinity.take(), node));
+                ps.tolerations = Some(daemon_tolerations(
+                    ps.tolerations.as_deref().unwrap_or_default(),
+                    ps.host_network.unwrap_or(false),
+                ));
+            }
+            let pod = pod_from_template(
+                &template,
+                common::new_controller_ref(ds.as_ref()),
+                &ns,
+                format!("{name}-"),
+            );
+            let p = pods_api
+                .create(&PostParams::default(), &pod)
+                .await
+                .map_err(api_err(format!(
+                    "create daemon pod of {ns}/{name} for node {node}"
+                )))?;
+            common::event(
+                &ctx.recorder,
+                ds.as_ref(),
+                "SuccessfulCreate",
+                "Create",
+                format!("Created pod: {}", p.name_any()),
+            )
+            .await;
+            created.push(p.name_any());
+        }
+        for pname in &plan.delete {
+            match pods_api.delete(pname, &DeleteParams::default()).await {
+                Ok(_) => {
+                    common::event(
+                        &ctx.recorder,
+                        ds.as_ref(),
+                        "SuccessfulDelete",
+                        "Delete",
+                        format!("Deleted pod: {pname}"),
+                    )
+                    .await;
+                    if let Some(p) = pods.iter().find(|p| &p.name_any() == pname) {
+                        deleted.push(p.metadata.uid.clone().unwrap_or_default());
+                    }
+                }
+                Err(e) if common::is_not_found(&e) => {}
+                Err(e) => return Err(api_err(format!("delete daemon pod {ns}/{pname}"))(e)),
+            }
+        }
+        ctx.expectations.expect(&uid, created, deleted);
+    }
+    let cur = ds.status.clone().unwrap_or_default();
+    let old = StatusCounts {
+        desired_number_scheduled: cur.desired_number_scheduled,
+        current_number_scheduled: cur.current_number_scheduled,
+        number_misscheduled: cur.number_misscheduled,
+        number_ready: cur.number_ready,
+        updated_number_scheduled: cur.updated_number_scheduled.unwrap_or(0),
+        number_available: cur.number_available.unwrap_or(0),
+        number_unavailable: cur.number_unavailable.unwrap_or(0),
+        observed_generation: cur.observed_generation.unwrap_or(0),
+    };
+    if old != plan.status {
+        let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": plan.status})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if common::is_not_found(&e) => {}
+            Err(e) => {
+                return Err(api_err(format!("update status of daemonset {ns}/{name}"))(
+                    e,
+                ))
+            }
+        }
+    }
+    let busy =
+        !plan.create.is_empty() || !plan.delete.is_empty() || plan.status.number_unavailable > 0;
+    Ok(Action::requeue(if busy {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(300)
+    }))
+}
+
+/// Keeps a ControllerRevision `<ds>-<hash>` for the current template, so `kubectl rollout
+/// history daemonset` lists revisions.
+async fn ensure_revision(ctx: &Ctx, ds: &DaemonSet, hash: &str) -> Result<()> {
+    let ns = ds.namespace().unwrap_or_default();
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = format!("{}-{hash}", ds.name_any());
+    if api
+        .get_opt(&name)
+        .await
+        .map_err(api_err(format!("get controllerrevision {ns}/{name}")))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let existing = api
+        .list(&Default::default())
+        .await
+        .map_err(api_err(format!("list controllerrevisions in {ns}")))?;
+    let revision = existing
+        .items
+        .iter()
+        .filter(|r| common::is_controlled_by(&r.metadata, &uid))
+        .map(|r| r.revision)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(CONTROLLER_REVISION_HASH.into(), hash.into());
+    let template = ds.spec.as_ref().map(|s| &s.template);
+    let cr = ControllerRevision {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![common::new_controller_ref(ds)]),
+            ..Default::default()
+        },
+        data: Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+            serde_json::json!({"spec": {"template": template}}),
+        )),
+        revision,
+    };
+    match api.create(&PostParams::default(), &cr).await {
+        Ok(_) => Ok(()),
+        Err(e) if common::is_conflict(&e) => Ok(()),
+        Err(e) => Err(api_err(format!("create controllerrevision {ns}/{name}"))(e)),
+    }
+}
+
+/// The DaemonSets a change to `pod` concerns (its controller).
+pub fn pod_daemonset(pod: &Pod) -> Option<ObjectRef<DaemonSet>> {
+    let r = common::controller_ref(&pod.metadata).filter(|r| r.kind == "DaemonSet")?;
+    Some(ObjectRef::new(&r.name).within(pod.metadata.namespace.as_deref().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSetSpec;
+    use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodSpec, PodStatus, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(k, e)| Taint {
+                            key: k.to_string(),
+                            effect: e.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    fn ds(node_selector: Option<(&str, &str)>) -> DaemonSet {
+        DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                generation: Some(2),
+                ..Default::default()
+            },
+            spec: Some(DaemonSetSpec {
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(PodSpec {
+                        node_selector: node_selector
+                            .map(|(k, v)| [(k.to_string(), v.to_string())].into()),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn pod(name: &str, node: &str, hash: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([(CONTROLLER_REVISION_HASH.to_string(), hash.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                affinity: Some(pin_to_node(None, node)),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn eligibility() {
+        let d = ds(Some(("role", "edge")));
+        let cases = [
+            (node("a", &[("role", "edge")], &[]), (true, true)),
+            (node("b", &[], &[]), (false, false)),
+            (
+                node("c", &[("role", "edge")], &[("dedicated", "NoSchedule")]),
+                (false, true),
+            ),
+            (
+                node("d", &[("role", "edge")], &[("dedicated", "NoExecute")]),
+                (false, false),
+            ),
+            // Automatic tolerations.
+            (
+                node(
+                    "e",
+                    &[("role", "edge")],
+                    &[
+                        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+                        ("node.kubernetes.io/not-ready", "NoExecute"),
+                    ],
+                ),
+                (true, true),
+            ),
+        ];
+        for (n, want) in cases {
+            assert_eq!(should_run(&d, &n), want, "{}", n.name_any());
+        }
+    }
+
+    #[test]
+    fn plan_creates_deletes_and_rolls() {
+        let d = ds(None);
+        let nodes = vec![
+            node("a", &[], &[]),
+            node("b", &[], &[]),
+            node("c", &[], &[]),
+        ];
+        let now = Timestamp::now();
+        // a: current, b: old and ready, c: missing, gone: a vanished node.
+        let pods = vec![
+            pod("p-a", "a", "h2", true),
+            pod("p-b", "b", "h1", true),
+            pod("p-gone", "gone", "h2", true),
+        ];
+        let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
+        assert_eq!(p.create, vec!["c".to_string()]);
+        // c is missing, so one unavailable already: maxUnavailable 1 keeps p-b for now.
+        assert_eq!(p.delete, vec!["p-gone".to_string()]);
+        assert_eq!(
+            p.status,
+            StatusCounts {
+                desired_number_scheduled: 3,
+                current_number_scheduled: 2,
+                number_misscheduled: 0,
+                number_ready: 2,
+                updated_number_scheduled: 1,
+                number_available: 2,
+                number_unavailable: 1,
+                observed_generation: 2
+            }
+        );
+        let pods = vec![
+            pod("p-a", "a", "h2", true),
+            pod("p-b", "b", "h1", true),
+            pod("p-c", "c", "h2", true),
+        ];
+        let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
+        assert_eq!(p.delete, vec!["p-b".to_string()]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn pinned_pods_name_their_node() {
+        assert_eq!(pod_node(&pod("x", "n1", "h", false)).as_deref(), Some("n1"));
+        let sel = pin_to_node(None, "n1")
+            .node_affinity
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .expect("required");
+        assert!(node_selector_matches(&sel, &node("n1", &[], &[])));
+        assert!(!node_selector_matches(&sel, &node("n2", &[], &[])));
+    }
+}

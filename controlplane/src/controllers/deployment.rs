@@ -1,0 +1,1000 @@
+//! The Deployment controller: one ReplicaSet per pod template (named by the template hash),
+//! rolled by RollingUpdate or Recreate, with revision annotations so `kubectl rollout
+//! status|history|undo|restart` work, as upstream's pkg/controller/deployment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio::task::JoinSet;
+
+use super::common::{self, api_err, Error, Result};
+use super::Context;
+
+/// The label carrying the template hash on ReplicaSets and their pods.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+/// Revision of a ReplicaSet (and of the deployment's newest one).
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// Revisions a ReplicaSet had before being rolled back to.
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+/// Desired replicas of the deployment, on its ReplicaSets.
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+/// replicas + maxSurge, on its ReplicaSets.
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
+
+/// Deployment annotations never copied to ReplicaSets (upstream's `skipCopyAnnotation`).
+const SKIP_COPY: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    DESIRED_REPLICAS,
+    MAX_REPLICAS,
+    "deprecated.deployment.rollback.to",
+];
+
+struct Ctx {
+    client: kube::Client,
+    replicasets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    recorder: Recorder,
+}
+
+/// Runs the loop until shutdown.
+pub async fn run(ctx: Context) -> Result<(), String> {
+    let client = ctx.client.clone();
+    let mut tasks = JoinSet::new();
+    let replicasets = common::spawn_reflector(
+        &mut tasks,
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+        "replicasets",
+    );
+    let pods = common::spawn_reflector(
+        &mut tasks,
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        "pods",
+    );
+    let controller = Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let d_store = controller.store();
+    let shared = Arc::new(Ctx {
+        recorder: common::recorder(&client, "deployment-controller"),
+        client: client.clone(),
+        replicasets,
+        pods,
+    });
+    let stream = controller
+        .watches(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+            move |rs: ReplicaSet| rs_owners(&d_store, &rs),
+        )
+        .watches(
+            Api::<Pod>::all(client),
+            watcher::Config::default(),
+            |pod: Pod| {
+                // Recreate waits for old pods to go; a pod's deletion wakes its deployment through
+                // the ReplicaSet name (`<deployment>-<hash>`).
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let rs = common::controller_ref(&pod.metadata)
+                    .filter(|r| r.kind == "ReplicaSet")?
+                    .name
+                    .clone();
+                let hash = pod
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get(POD_TEMPLATE_HASH)?
+                    .clone();
+                let d = rs.strip_suffix(&format!("-{hash}"))?.to_string();
+                Some(ObjectRef::<Deployment>::new(&d).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
+        .run(reconcile, common::error_policy, shared);
+    common::drive(stream, tasks, ctx.shutdown).await
+}
+
+fn rs_owners(store: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
+    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    if let Some(r) = common::controller_ref(&rs.metadata) {
+        return if r.kind == "Deployment" {
+            vec![ObjectRef::new(&r.name).within(&ns)]
+        } else {
+            Vec::new()
+        };
+    }
+    let labels = common::labels_of(&rs.metadata);
+    store
+        .state()
+        .iter()
+        .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|d| {
+            common::selector(d.spec.as_ref().map(|s| &s.selector)).is_ok_and(|s| s.matches(&labels))
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// The revision number of a ReplicaSet (0 when unset or invalid).
+pub fn revision(meta: &ObjectMeta) -> i64 {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The template without the `pod-template-hash` label (upstream's `EqualIgnoreHash`).
+fn without_hash(t: &PodTemplateSpec) -> serde_json::Value {
+    let mut t = t.clone();
+    if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(POD_TEMPLATE_HASH);
+        if labels.is_empty() {
+            if let Some(m) = t.metadata.as_mut() {
+                m.labels = None;
+            }
+        }
+    }
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+/// Whether two templates are equal apart from the hash label.
+pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
+    without_hash(a) == without_hash(b)
+}
+
+/// `maxSurge` and `maxUnavailable` resolved against `replicas`: surge rounds up, unavailable
+/// down, and both zero becomes unavailable 1 (upstream's `ResolveFenceposts`).
+pub fn resolve_fenceposts(d: &Deployment, replicas: i32) -> Result<(i32, i32)> {
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    let pct25 = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("25%".into());
+    let surge = common::scaled_value(
+        Some(ru.and_then(|r| r.max_surge.as_ref()).unwrap_or(&pct25)),
+        replicas,
+        true,
+        0,
+    )?;
+    let unavailable = common::scaled_value(
+        Some(
+            ru.and_then(|r| r.max_unavailable.as_ref())
+                .unwrap_or(&pct25),
+        ),
+        replicas,
+        false,
+        0,
+    )?;
+    if surge == 0 && unavailable == 0 {
+        return Ok((0, 1));
+    }
+    Ok((surge, unavailable))
+}
+
+/// One ReplicaSet as the rolling planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RsCounts {
+    /// `spec.replicas`.
+    pub spec: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+    /// `status.replicas` (pods that exist).
+    pub actual: i32,
+}
+
+/// The next replica counts of one RollingUpdate step: the new ReplicaSet and the old ones
+/// (oldest first, as given), as upstream's `reconcileNewReplicaSet` then
+/// `reconcileOldReplicaSets` (with `cleanupUnhealthyReplicas`).
+pub fn rolling_step(
+    replicas: i32,
+    max_surge: i32,
+    max_unavailable: i32,
+    new: RsCounts,
+    olds: &[RsCounts],
+) -> (i32, Vec<i32>) {
+    let mut olds_next: Vec<i32> = olds.iter().map(|o| o.spec).collect();
+    let total: i32 = new.spec + olds_next.iter().sum::<i32>();
+    let new_next = if new.spec > replicas {
+        replicas
+    } else if new.spec < replicas {
+        let max_total = replicas + max_surge;
+        if total >= max_total {
+            new.spec
+        } else {
+            new.spec + (max_total - total).min(replicas - new.spec)
+        }
+    } else {
+        new.spec
+    };
+    // Old ReplicaSets shrink against the new one's current spec, not the planned one, as
+    // upstream (one step per sync; the next sync sees the new counts).
+    let all_pods: i32 = new.spec + olds_next.iter().sum::<i32>();
+    let min_available = replicas - max_unavailable;
+    let new_unavailable = new.spec - new.available;
+    let mut max_scaled_down = all_pods - min_available - new_unavailable;
+    if max_scaled_down > 0 {
+        // Unhealthy old replicas go first, they do not count towards availability.
+        for (i, o) in olds.iter().enumerate() {
+            if max_scaled_down <= 0 {
+                break;
+            }
+            let unhealthy = (olds_next[i] - o.available).max(0);
+            let cut = unhealthy.min(max_scaled_down);
+            olds_next[i] -= cut;
+            max_scaled_down -= cut;
+        }
+        let available: i32 = new.available + olds.iter().map(|o| o.available).sum::<i32>();
+        let mut budget = (available - min_available).min(max_scaled_down);
+        for next in olds_next.iter_mut() {
+            if budget <= 0 {
+                break;
+            }
+            let cut = (*next).min(budget);
+            *next -= cut;
+            budget -= cut;
+        }
+    }
+    (new_next, olds_next)
+}
+
+fn counts(rs: &ReplicaSet) -> RsCounts {
+    let st = rs.status.clone().unwrap_or_default();
+    RsCounts {
+        spec: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+        available: st.available_replicas.unwrap_or(0),
+        actual: st.replicas,
+    }
+}
+
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
+    common::ready(&ctx.replicasets, "replicasets").await?;
+    common::ready(&ctx.pods, "pods").await?;
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = d.namespace().unwrap_or_default();
+    let name = d.name_any();
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let spec = d.spec.clone().unwrap_or_default();
+    let replicas = spec.replicas.unwrap_or(1);
+    let selector = common::selector(Some(&spec.selector))?;
+    if selector.is_empty() {
+        return Err(Error::Invalid(format!(
+            "deployment {ns}/{name}: empty selector selects everything"
+        )));
+    }
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Claim ReplicaSets: adopt orphans that match, release owned ones that no longer do.
+    let mut owned: Vec<ReplicaSet> = Vec::new();
+    for rs in ctx
+        .replicasets
+        .state()
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
+    {
+        let matches = selector.matches(&common::labels_of(&rs.metadata));
+        match common::controller_ref(&rs.metadata) {
+            Some(r) if r.uid == uid => {
+                if matches {
+                    owned.push(rs.as_ref().clone());
+                } else {
+                    let patch = common::owner_refs_patch(&rs.metadata, None, Some(&uid));
+                    rs_api
+                        .patch(
+                            &rs.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(patch),
+                        )
+                        .await
+                        .map_err(api_err(format!(
+                            "release replicaset {ns}/{}",
+                            rs.name_any()
+                        )))?;
+                }
+            }
+            None if matches && rs.metadata.deletion_timestamp.is_none() => {
+                let patch = common::owner_refs_patch(
+                    &rs.metadata,
+                    Some(common::new_controller_ref(d.as_ref())),
+                    None,
+                );
+                if let Ok(rs) = rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await
+                {
+                    owned.push(rs);
+                }
+            }
+            _ => {}
+        }
+    }
+    let template = spec.template.clone();
+    let new_idx = owned.iter().position(|rs| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .is_some_and(|t| equal_ignore_hash(t, &template))
+    });
+    let mut new_rs = new_idx.map(|i| owned[i].clone());
+    let mut olds: Vec<ReplicaSet> = owned
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != new_idx)
+        .map(|(_, r)| r.clone())
+        .collect();
+    olds.sort_by_key(|r| {
+        (
+            revision(&r.metadata),
+            r.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0),
+        )
+    });
+    let max_old_revision = olds
+        .iter()
+        .map(|r| revision(&r.metadata))
+        .max()
+        .unwrap_or(0);
+    let paused = spec.paused.unwrap_or(false);
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    let (max_surge, max_unavailable) = if recreate {
+        (0, 0)
+    } else {
+        resolve_fenceposts(&d, replicas)?
+    };
+
+    if !paused {
+        // The new ReplicaSet's revision is always the newest (a rollback moves the old one up).
+        if let Some(rs) = new_rs.as_mut() {
+            let want_rev = max_old_revision + 1;
+            let annotations_stale = revision(&rs.metadata) < want_rev
+                || rs.annotations().get(DESIRED_REPLICAS) != Some(&replicas.to_string());
+            if annotations_stale {
+                let mut ann = copied_annotations(&d);
+                let cur = revision(&rs.metadata);
+                ann.insert(REVISION.into(), cur.max(want_rev).to_string());
+                if cur > 0 && cur < want_rev {
+                    let hist = rs
+                        .annotations()
+                        .get(REVISION_HISTORY)
+                        .map(|h| format!("{h},{cur}"))
+                        .unwrap_or(cur.to_string());
+                    ann.insert(REVISION_HISTORY.into(), hist);
+                }
+                ann.insert(DESIRED_REPLICAS.into(), replicas.to_string());
+                ann.insert(MAX_REPLICAS.into(), (replicas + max_surge).to_string());
+                *rs = rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"metadata": {"annotations": ann}})),
+                    )
+                    .await
+                    .map_err(api_err(format!(
+                        "annotate replicaset {ns}/{}",
+                        rs.name_any()
+                    )))?;
+            }
+        }
+        if recreate {
+            // Old ReplicaSets go to 0 and their pods must be gone before the new one scales up.
+            let mut scaled = false;
+            for rs in olds.iter_mut() {
+                if counts(rs).spec > 0 {
+                    scale(&ctx, &d, &rs_api, rs, 0).await?;
+                    scaled = true;
+                }
+            }
+            let old_uids: Vec<String> =
+                olds.iter().filter_map(|r| r.metadata.uid.clone()).collect();
+            let old_pods_running = common::pods_in(&ctx.pods, &ns).iter().any(|p| {
+                common::controller_ref(&p.metadata).is_some_and(|r| old_uids.contains(&r.uid))
+                    && !matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+            });
+            if !scaled && !old_pods_running {
+                let rs = match new_rs.take() {
+                    Some(rs) => rs,
+                    None => {
+                        create_new_rs(
+                            &ctx,
+                            &d,
+                            &rs_api,
+                            max_old_revision + 1,
+                            replicas,
+                            max_surge,
+                            replicas,
+                        )
+                        .await?
+                    }
+                };
+                let mut rs = rs;
+                if counts(&rs).spec != replicas {
+                    scale(&ctx, &d, &rs_api, &mut rs, replicas).await?;
+                }
+                new_rs = Some(rs);
+            }
+        } else {
+            let mut rs = match new_rs.take() {
+                Some(rs) => rs,
+                None => {
+                    let total: i32 = olds.iter().map(|r| counts(r).spec).sum();
+                    let initial = if total == 0 {
+                        replicas
+                    } else {
+                        rolling_step(
+                            replicas,
+                            max_surge,
+                            max_unavailable,
+                            RsCounts {
+                                spec: 0,
+                                available: 0,
+                                actual: 0,
+                            },
+                            &olds.iter().map(counts).collect::<Vec<_>>(),
+                        )
+                        .0
+                    };
+                    create_new_rs(
+                        &ctx,
+                        &d,
+                        &rs_api,
+                        max_old_revision + 1,
+                        initial,
+                        max_surge,
+                        replicas,
+                    )
+                    .await?
+                }
+            };
+            let old_counts: Vec<RsCounts> = olds.iter().map(counts).collect();
+            let (new_next, old_next) = rolling_step(
+                replicas,
+                max_surge,
+                max_unavailable,
+                counts(&rs),
+                &old_counts,
+            );
+            if new_next != counts(&rs).spec {
+                scale(&ctx, &d, &rs_api, &mut rs, new_next).await?;
+            }
+            for (old, next) in olds.iter_mut().zip(old_next) {
+                if next != counts(old).spec {
+                    scale(&ctx, &d, &rs_api, old, next).await?;
+                }
+            }
+            new_rs = Some(rs);
+        }
+        cleanup(&d, &rs_api, &olds).await?;
+    }
+
+    // The deployment's revision follows its newest ReplicaSet.
+    if let Some(rs) = &new_rs {
+        let rev = revision(&rs.metadata).to_string();
+        if rev != "0" && d.annotations().get(REVISION) != Some(&rev) {
+            let d_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            d_api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        serde_json::json!({"metadata": {"annotations": {REVISION: rev}}}),
+                    ),
+                )
+                .await
+                .map_err(api_err(format!("annotate deployment {ns}/{name}")))?;
+        }
+    }
+
+    let mut all: Vec<&ReplicaSet> = olds.iter().collect();
+    if let Some(rs) = &new_rs {
+        all.push(rs);
+    }
+    let status = compute_status(&d, new_rs.as_ref(), &all, max_unavailable, Timestamp::now());
+    if !same_status(d.status.as_ref(), &status) {
+        let d_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        match d_api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": status})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if common::is_not_found(&e) => {}
+            Err(e) => {
+                return Err(api_err(format!("update status of deployment {ns}/{name}"))(
+                    e,
+                ))
+            }
+        }
+    }
+    let settled = status.updated_replicas == Some(replicas)
+        && status.available_replicas == Some(replicas)
+        && status.replicas == Some(replicas);
+    Ok(Action::requeue(if settled {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(5)
+    }))
+}
+
+fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
+    d.annotations()
+        .iter()
+        .filter(|(k, _)| !SKIP_COPY.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+async fn scale(
+    ctx: &Ctx,
+    d: &Deployment,
+    api: &Api<ReplicaSet>,
+    rs: &mut ReplicaSet,
+    to: i32,
+) -> Result<()> {
+    let from = counts(rs).spec;
+    let rs_name = rs.name_any();
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {DESIRED_REPLICAS: replicas.to_string()}},
+        "spec": {"replicas": to},
+    });
+    *rs = api
+        .patch(&rs_name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api_err(format!("scale replicaset {rs_name}")))?;
+    let dir = if to > from { "up" } else { "down" };
+    common::event(
+        &ctx.recorder,
+        d,
+        "ScalingReplicaSet",
+        "Scale",
+        format!("Scaled {dir} replica set {rs_name} from {from} to {to}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// The ReplicaSet a deployment's template gets (upstream's `getNewReplicaSet`).
+pub fn new_replicaset(
+    d: &Deployment,
+    revision: i64,
+    replicas: i32,
+    max_surge: i32,
+    desired: i32,
+) -> ReplicaSet {
+    let spec = d.spec.clone().unwrap_or_default();
+    let collision = d.status.as_ref().and_then(|s| s.collision_count);
+    let hash = common::template_hash(&spec.template, collision);
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+    let mut selector: LabelSelector = spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+    let mut ann = copied_annotations(d);
+    ann.insert(REVISION.into(), revision.to_string());
+    ann.insert(DESIRED_REPLICAS.into(), desired.to_string());
+    ann.insert(MAX_REPLICAS.into(), (desired + max_surge).to_string());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{hash}", d.name_any())),
+            namespace: d.namespace(),
+            labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+            annotations: Some(ann),
+            owner_references: Some(vec![common::new_controller_ref(d)]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}
+
+async fn create_new_rs(
+    ctx: &Ctx,
+    d: &Deployment,
+    api: &Api<ReplicaSet>,
+    rev: i64,
+    replicas: i32,
+    max_surge: i32,
+    desired: i32,
+) -> Result<ReplicaSet> {
+    let rs = new_replicaset(d, rev, replicas, max_surge, desired);
+    let rs_name = rs.name_any();
+    match api.create(&PostParams::default(), &rs).await {
+        Ok(created) => {
+            if replicas > 0 {
+                common::event(
+                    &ctx.recorder,
+                    d,
+                    "ScalingReplicaSet",
+                    "Scale",
+                    format!("Scaled up replica set {rs_name} from 0 to {replicas}"),
+                )
+                .await;
+            }
+            Ok(created)
+        }
+        Err(e) if common::is_conflict(&e) => {
+            // A ReplicaSet of that name exists with another template or owner: a hash
+            // collision. Bump collisionCount so the next sync picks another name.
+            let existing = api
+                .get(&rs_name)
+                .await
+                .map_err(api_err(format!("get replicaset {rs_name}")))?;
+            let same = common::is_controlled_by(
+                &existing.metadata,
+                d.metadata.uid.as_deref().unwrap_or_default(),
+            ) && existing
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .zip(d.spec.as_ref())
+                .is_some_and(|(t, s)| equal_ignore_hash(t, &s.template));
+            if same {
+                return Ok(existing);
+            }
+            let count = d
+                .status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0)
+                + 1;
+            let d_api: Api<Deployment> =
+                Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
+            d_api
+                .patch_status(
+                    &d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"collisionCount": count}})),
+                )
+                .await
+                .map_err(api_err("bump collisionCount"))?;
+            Err(Error::Invalid(format!(
+                "replicaset {rs_name} exists with another template; collisionCount now {count}"
+            )))
+        }
+        Err(e) => Err(api_err(format!("create replicaset {rs_name}"))(e)),
+    }
+}
+
+/// Deletes the oldest fully scaled-down ReplicaSets beyond `revisionHistoryLimit` (10).
+async fn cleanup(d: &Deployment, api: &Api<ReplicaSet>, olds: &[ReplicaSet]) -> Result<()> {
+    let limit = usize::try_from(
+        d.spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10)
+            .max(0),
+    )
+    .unwrap_or(0);
+    let idle: Vec<&ReplicaSet> = olds
+        .iter()
+        .filter(|r| {
+            counts(r).spec == 0 && counts(r).actual == 0 && r.metadata.deletion_timestamp.is_none()
+        })
+        .collect();
+    if idle.len() <= limit {
+        return Ok(());
+    }
+    for rs in &idle[..idle.len() - limit] {
+        match api
+            .delete(&rs.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if common::is_not_found(&e) => {}
+            Err(e) => {
+                return Err(api_err(format!("delete old replicaset {}", rs.name_any()))(
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: &Time,
+    old: Option<&DeploymentStatus>,
+) -> DeploymentCondition {
+    let prev = old
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let unchanged = |c: &&DeploymentCondition| {
+        c.status == status
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message.as_str())
+    };
+    if let Some(c) = prev.filter(unchanged) {
+        return c.clone();
+    }
+    let transition = prev
+        .filter(|c| c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    DeploymentCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(transition),
+    }
+}
+
+/// The deployment's status from its ReplicaSets (upstream's `calculateStatus` and the
+/// Available/Progressing conditions of `syncRolloutStatus`).
+pub fn compute_status(
+    d: &Deployment,
+    new_rs: Option<&ReplicaSet>,
+    all: &[&ReplicaSet],
+    max_unavailable: i32,
+    now: Timestamp,
+) -> DeploymentStatus {
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let sum = |f: &dyn Fn(&ReplicaSet) -> i32| all.iter().map(|r| f(r)).sum::<i32>();
+    let st = |r: &ReplicaSet| r.status.clone().unwrap_or_default();
+    let actual = sum(&|r| st(r).replicas);
+    let available = sum(&|r| st(r).available_replicas.unwrap_or(0));
+    let ready = sum(&|r| st(r).ready_replicas.unwrap_or(0));
+    let total_spec = sum(&|r| counts(r).spec);
+    let updated = new_rs.map(|r| st(r).replicas).unwrap_or(0);
+    let old = d.status.as_ref();
+    let now_t = Time(now);
+    let mut conditions = Vec::new();
+    conditions.push(if available >= replicas - max_unavailable {
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            &now_t,
+            old,
+        )
+    } else {
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            &now_t,
+            old,
+        )
+    });
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    let rs_name = new_rs.map(|r| r.name_any()).unwrap_or_default();
+    let complete =
+        new_rs.is_some() && updated == replicas && actual == replicas && available == replicas;
+    conditions.push(if paused {
+        condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            &now_t,
+            old,
+        )
+    } else if complete {
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            &now_t,
+            old,
+        )
+    } else if new_rs.is_some() {
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+            &now_t,
+            old,
+        )
+    } else {
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            "Waiting for old replica sets to scale down.".into(),
+            &now_t,
+            old,
+        )
+    });
+    DeploymentStatus {
+        observed_generation: d.metadata.generation,
+        replicas: Some(actual),
+        updated_replicas: Some(updated),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        unavailable_replicas: Some((total_spec - available).max(0)),
+        conditions: Some(conditions),
+        collision_count: old.and_then(|s| s.collision_count),
+        terminating_replicas: None,
+    }
+}
+
+fn same_status(old: Option<&DeploymentStatus>, new: &DeploymentStatus) -> bool {
+    let strip = |s: &DeploymentStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_update_time = None;
+            c.last_transition_time = None;
+        }
+        // Zero counts are omitted by the server's round trip; compare them as zero.
+        for f in [
+            &mut s.replicas,
+            &mut s.updated_replicas,
+            &mut s.ready_replicas,
+            &mut s.available_replicas,
+            &mut s.unavailable_replicas,
+        ] {
+            if f.is_none() {
+                *f = Some(0);
+            }
+        }
+        s
+    };
+    old.is_some_and(|o| strip(o) == strip(new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    fn c(spec: i32, available: i32) -> RsCounts {
+        RsCounts {
+            spec,
+            available,
+            actual: spec,
+        }
+    }
+
+    #[test]
+    fn rolling_steps() {
+        // (replicas, surge, unavailable, new, olds) -> (new', olds')
+        type Case = (i32, i32, i32, RsCounts, Vec<RsCounts>, (i32, Vec<i32>));
+        let cases: Vec<Case> = vec![
+            // Fresh rollout of 3 with 25%: surge 1, unavailable 0.
+            (3, 1, 0, c(0, 0), vec![c(3, 3)], (1, vec![3])),
+            // New pod available: one old goes.
+            (3, 1, 0, c(1, 1), vec![c(3, 3)], (1, vec![2])),
+            (3, 1, 0, c(1, 1), vec![c(2, 2)], (2, vec![2])),
+            (3, 1, 0, c(3, 3), vec![c(1, 1)], (3, vec![0])),
+            // Unhealthy old replicas are cut first, even with no availability budget.
+            (3, 1, 1, c(1, 1), vec![c(3, 1)], (1, vec![1])),
+            // An unavailable new pod blocks any scale down at the availability floor.
+            (3, 1, 0, c(1, 0), vec![c(3, 1)], (1, vec![3])),
+            // maxUnavailable 1, surge 0: one old goes before the new one grows.
+            (2, 0, 1, c(0, 0), vec![c(2, 2)], (0, vec![1])),
+            (2, 0, 1, c(0, 0), vec![c(1, 1)], (1, vec![1])),
+            // Settled.
+            (3, 1, 0, c(3, 3), vec![], (3, vec![])),
+            // Scale down of the new one.
+            (2, 1, 0, c(5, 5), vec![], (2, vec![])),
+        ];
+        for (replicas, surge, unavail, new, olds, want) in cases {
+            assert_eq!(
+                rolling_step(replicas, surge, unavail, new, &olds),
+                want,
+                "{replicas} {surge} {unavail} {new:?} {olds:?}"
+            );
+        }
+    }
+
+    fn deployment(surge: Option<IntOrString>, unavailable: Option<IntOrString>) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: surge,
+                        max_unavailable: unavailable,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fenceposts() {
+        let s = |v: &str| Some(IntOrString::String(v.into()));
+        let i = |v: i32| Some(IntOrString::Int(v));
+        let cases = [
+            (deployment(s("25%"), s("25%")), 10, (3, 2)),
+            (deployment(None, None), 3, (1, 0)),
+            (deployment(i(0), i(0)), 3, (0, 1)),
+            (deployment(i(2), s("50%")), 5, (2, 2)),
+        ];
+        for (d, replicas, want) in cases {
+            assert_eq!(resolve_fenceposts(&d, replicas).expect("valid"), want);
+        }
+    }
+
+    #[test]
+    fn new_replicaset_carries_hash_and_revision() {
+        let mut d = deployment(None, None);
+        d.metadata.name = Some("web".into());
+        d.metadata.uid = Some("u".into());
+        d.metadata.annotations = Some(
+            [
+                ("kubernetes.io/change-cause".to_string(), "v2".to_string()),
+                (REVISION.to_string(), "1".to_string()),
+            ]
+            .into(),
+        );
+        if let Some(s) = d.spec.as_mut() {
+            s.template.metadata = Some(ObjectMeta {
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            });
+            s.selector.match_labels = Some([("app".to_string(), "web".to_string())].into());
+        }
+        let rs = new_replicaset(&d, 2, 1, 1, 3);
+        let hash = rs.labels()[POD_TEMPLATE_HASH].clone();
+        assert_eq!(rs.name_any(), format!("web-{hash}"));
+        assert_eq!(rs.annotations()[REVISION], "2");
+        assert_eq!(rs.annotations()["kubernetes.io/change-cause"], "v2");
+        assert_eq!(rs.annotations()[MAX_REPLICAS], "4");
+        let spec = rs.spec.expect("spec");
+        assert_eq!(
+            spec.selector.match_labels.expect("labels")[POD_TEMPLATE_HASH],
+            hash
+        );
+        let t = spec.template.expect("template");
+        assert!(equal_ignore_hash(&t, &d.spec.expect("spec").template));
+        assert_eq!(
+            common::controller_ref(&rs.metadata).map(|r| r.uid.as_str()),
+            Some("u")
+        );
+    }
+}

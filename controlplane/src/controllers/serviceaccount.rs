@@ -1,0 +1,99 @@
+//! The service account controller: a `default` ServiceAccount in every active namespace,
+//! recreated when deleted, as upstream's pkg/controller/serviceaccount.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio::task::JoinSet;
+
+use super::common::{self, api_err, Result};
+use super::Context;
+
+/// The ServiceAccounts every namespace gets.
+pub const DEFAULT_ACCOUNTS: &[&str] = &["default"];
+
+struct Ctx {
+    client: kube::Client,
+    accounts: Store<ServiceAccount>,
+}
+
+/// Runs the loop until shutdown.
+pub async fn run(ctx: Context) -> Result<(), String> {
+    let client = ctx.client.clone();
+    let mut tasks = JoinSet::new();
+    let by_name = watcher::Config::default();
+    let accounts = common::spawn_reflector(
+        &mut tasks,
+        Api::<ServiceAccount>::all(client.clone()),
+        by_name.clone(),
+        "serviceaccounts",
+    );
+    let shared = Arc::new(Ctx {
+        client: client.clone(),
+        accounts,
+    });
+    let stream = Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ServiceAccount>::all(client),
+        by_name,
+        |sa: ServiceAccount| {
+            sa.metadata
+                .namespace
+                .map(|ns| ObjectRef::<Namespace>::new(&ns))
+        },
+    )
+    .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
+    .run(reconcile, common::error_policy, shared);
+    common::drive(stream, tasks, ctx.shutdown).await
+}
+
+async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
+    common::ready(&ctx.accounts, "serviceaccounts").await?;
+    let terminating = ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    if terminating {
+        return Ok(Action::await_change());
+    }
+    let name = ns.name_any();
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
+    for account in DEFAULT_ACCOUNTS {
+        if ctx
+            .accounts
+            .get(&ObjectRef::new(account).within(&name))
+            .is_some()
+        {
+            continue;
+        }
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some((*account).into()),
+                namespace: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(_) => {}
+            // Exists already (the store lags) or the namespace started terminating.
+            Err(e)
+                if common::is_conflict(&e)
+                    || matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 404) => {}
+            Err(e) => {
+                return Err(api_err(format!("create serviceaccount {name}/{account}"))(
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
