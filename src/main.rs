@@ -30,7 +30,7 @@ enum Command {
     /// Run the kubelet against any API server.
     Kubelet(cmd::pending::Args),
     /// Run the service proxy (nftables or iptables) against any API server.
-    Proxy(cmd::pending::Args),
+    Proxy(cmd::proxy::Args),
     /// Run the node half: a managed containerd, the kubelet and the proxy.
     Agent(cmd::pending::Args),
     /// Run a one-node cluster: server + agent in one supervised process tree.
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
             Command::Kubelet(_) => cmd::pending::run("kubelet", "the kubelet issue"),
-            Command::Proxy(_) => cmd::pending::run("proxy", "the service proxy issue"),
+            Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Agent(_) => cmd::pending::run("agent", "the kubelet issue"),
             Command::Standalone(_) => cmd::pending::run("standalone", "the kubelet issue"),
             Command::Images(args) => cmd::images::run(args).await,

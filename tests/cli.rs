@@ -30,7 +30,7 @@ fn version_names_version_commit_and_kubernetes_api() {
 
 #[test]
 fn unbuilt_components_refuse_clearly() {
-    for sub in ["kubelet", "proxy", "agent", "standalone"] {
+    for sub in ["kubelet", "agent", "standalone"] {
         let out = oxlet(&[sub, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(69), "{sub}");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -3,5 +3,6 @@
 pub mod crictl;
 pub mod images;
 pub mod pending;
+pub mod proxy;
 pub mod server;
 pub mod version;

@@ -1,0 +1,161 @@
+//! `Proxier::sync` against the real `nft` inside a private network namespace: the first sync
+//! is full, a change is a partial sync, and a periodic sync that finds our table deleted by
+//! someone else repairs it with a full one. Stores are filled by hand (no API server).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher::Event;
+use oxlet_netrules::apply::Command as NetCommand;
+use oxlet_proxy::config::KubeProxyConfiguration;
+use oxlet_proxy::endpoints_change_tracker::EndpointsChangeTracker;
+use oxlet_proxy::healthz::ProxyHealth;
+use oxlet_proxy::metrics::Metrics;
+use oxlet_proxy::proxier::{Proxier, Stores};
+use oxlet_proxy::service_change_tracker::ServiceChangeTracker;
+use oxlet_proxy::sync_runner::SyncReason;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+/// A network namespace removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!("oxt-pxt-{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip netns add (needs root and iproute2)");
+        assert!(
+            out.status.success(),
+            "ip netns add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .arg("nft")
+            .args(args)
+            .output()
+            .expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// How many syncs of `kind` (`full`, `partial`) the histogram recorded.
+fn count(registry: &Registry, kind: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode metrics");
+    let name = format!("kubeproxy_sync_{kind}_proxy_rules_duration_seconds_count ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+}
+
+fn service() -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns1", "name": "web"},
+        "spec": {"clusterIP": "172.30.0.41", "ports": [{"name": "http", "port": 80}]},
+    }))
+    .expect("service")
+}
+
+fn slice(ips: &[&str]) -> EndpointSlice {
+    let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns1", "name": "web-1",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": eps,
+    }))
+    .expect("slice")
+}
+
+#[tokio::test]
+async fn partial_syncs_and_repair_after_tampering() {
+    let ns = Netns::new();
+    let (services, mut svc_writer): (_, Writer<Service>) = reflector::store();
+    let (slices, mut slice_writer): (_, Writer<EndpointSlice>) = reflector::store();
+    let (nodes, _node_writer): (_, Writer<Node>) = reflector::store();
+    svc_writer.apply_watcher_event(&Event::Apply(service()));
+    slice_writer.apply_watcher_event(&Event::Apply(slice(&["10.0.1.1"])));
+
+    let mut file = KubeProxyConfiguration {
+        mode: Some("nftables".into()),
+        ..Default::default()
+    };
+    file.set_defaults();
+    let config = file.validate().expect("valid config");
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Arc::new(ProxyHealth::new(config.sync_period * 2));
+    let mut proxier = Proxier::new(
+        &config,
+        "node-a".into(),
+        NetCommand::in_netns(&ns.path()),
+        Stores {
+            services,
+            slices,
+            nodes,
+        },
+        Arc::new(ServiceChangeTracker::new()),
+        Arc::new(EndpointsChangeTracker::new()),
+        metrics,
+        health.clone(),
+    );
+
+    assert!(proxier.sync(SyncReason::Initial).await);
+    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    assert!(
+        table.contains("172.30.0.41") && table.contains("10.0.1.1"),
+        "{table}"
+    );
+    assert_eq!(count(&registry, "full"), 1);
+    assert!(health.check(std::time::SystemTime::now()).0);
+
+    slice_writer.apply_watcher_event(&Event::Apply(slice(&["10.0.1.2"])));
+    assert!(proxier.sync(SyncReason::Change).await);
+    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    // The old endpoint chain is flushed (no longer a goto target) and deleted a sync later.
+    assert!(
+        table.contains("dnat to 10.0.1.2:8080") && !table.contains("dnat to 10.0.1.1"),
+        "{table}"
+    );
+    assert_eq!(count(&registry, "partial"), 1);
+
+    // Nothing changed and nothing tampered with: a periodic sync stays partial.
+    assert!(proxier.sync(SyncReason::Periodic).await);
+    assert_eq!(count(&registry, "partial"), 2);
+    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    assert!(!table.contains("10.0.1.1"), "stale chain left: {table}");
+
+    ns.nft(&["delete", "table", "ip", "oxlet"]);
+    assert!(proxier.sync(SyncReason::Periodic).await);
+    assert_eq!(count(&registry, "full"), 2);
+    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    assert!(table.contains("10.0.1.2"), "{table}");
+}
