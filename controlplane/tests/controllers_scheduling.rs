@@ -5,6 +5,9 @@
 //!
 //! Every wait is on a watch with a deadline and prints the last state it saw on timeout.
 
+mod support;
+use support::Cluster;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -16,34 +19,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{watcher, WatchStreamExt as _};
-use oxlet_controlplane::apiserver::handlers::{self, ApiOptions, ApiState};
-use oxlet_controlplane::apiserver::pki::Pki;
-use oxlet_controlplane::apiserver::server::{self, ServerConfig};
-use oxlet_controlplane::controllers::{self, ControllerOptions};
-use oxlet_controlplane::storage::sqlite::SqliteStore;
+use oxlet_controlplane::controllers::ControllerOptions;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Generous: the suite runs beside others on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// An API server with the chosen loops, stopped when dropped.
-struct Cluster {
-    client: kube::Client,
-    shutdown: CancellationToken,
-    _tasks: JoinSet<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
 
 /// Short periods so failures show within seconds.
 fn fast_options() -> ControllerOptions {
@@ -56,60 +39,9 @@ fn fast_options() -> ControllerOptions {
     }
 }
 
-/// Wires the server as `oxlet server` does (src/cmd/server.rs), on 127.0.0.1:0.
+/// The server with `loops` (see tests/support).
 async fn start(loops: &[&'static str], options: ControllerOptions) -> Result<Cluster> {
-    let dir = tempfile::tempdir()?;
-    let listener = server::bind("127.0.0.1:0".parse()?).await?;
-    let addr = listener.local_addr()?;
-    let mut config = ServerConfig::new(dir.path());
-    config.secure_port = addr.port();
-    config.validate()?;
-    let pki = {
-        let opts = config.pki_options();
-        tokio::task::spawn_blocking(move || Pki::load_or_create(&opts)).await??
-    };
-    let auth = config.authenticator()?;
-    let db = dir.path().join("db");
-    std::fs::create_dir_all(&db)?;
-    let store = Arc::new(SqliteStore::open(db.join("state.db")).await?);
-    let state = ApiState::new(store, ApiOptions::default()).await?;
-    let app = handlers::router(Arc::new(state));
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let kubeconfig = dir.path().join("controller-manager.kubeconfig");
-    pki.issue_client_kubeconfig(
-        "system:kube-controller-manager",
-        &["system:masters"],
-        &kubeconfig,
-    )?;
-    {
-        let shutdown = shutdown.clone();
-        let commit = config.git_commit.clone();
-        tasks.spawn(async move {
-            if let Err(e) =
-                server::serve_listener(listener, &pki, auth, &commit, app, shutdown).await
-            {
-                eprintln!("API server ended: {e}");
-            }
-        });
-    }
-    let kc = Kubeconfig::read_from(&kubeconfig)?;
-    let client_config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .context("client config")?;
-    let client = kube::Client::try_from(client_config)?;
-    let ctx = controllers::Context {
-        client: client.clone(),
-        options,
-        shutdown: shutdown.clone(),
-    };
-    controllers::spawn(&mut tasks, ctx, loops);
-    Ok(Cluster {
-        client,
-        shutdown,
-        _tasks: tasks,
-        _dir: dir,
-    })
+    support::start(loops, options).await
 }
 
 /// Waits on a watch of `api` until `pred` holds for an object; on timeout the error shows

@@ -4,10 +4,12 @@
 //! runs: a fake kubelet task binds pods to nodes (DaemonSet pods to the node their affinity
 //! names), marks them Running+Ready with an IP, and confirms graceful deletions.
 
+mod support;
+use support::Cluster;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -20,14 +22,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
-use oxlet_controlplane::apiserver::handlers::{self, ApiOptions, ApiState};
-use oxlet_controlplane::apiserver::pki::Pki;
-use oxlet_controlplane::apiserver::server::{self, ServerConfig};
-use oxlet_controlplane::controllers::{self, daemonset::pod_node, ControllerOptions};
-use oxlet_controlplane::registry::generic::RegistryOptions;
-use oxlet_controlplane::storage::sqlite::SqliteStore;
+use oxlet_controlplane::controllers::{daemonset::pod_node, ControllerOptions};
 use serde_json::{json, Value};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 const LOOPS: &[&str] = &[
@@ -42,76 +38,16 @@ const LOOPS: &[&str] = &[
 ];
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// An API server with the loops and a fake kubelet, stopped when dropped.
-struct Cluster {
-    client: kube::Client,
-    shutdown: CancellationToken,
-    _tasks: JoinSet<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// An API server with the loops, a fake kubelet and one node.
 async fn start() -> Result<Cluster> {
-    let dir = tempfile::tempdir()?;
-    let listener = server::bind("127.0.0.1:0".parse()?).await?;
-    let addr = listener.local_addr()?;
-    let mut config = ServerConfig::new(dir.path());
-    config.secure_port = addr.port();
-    config.validate()?;
-    let pki = Pki::load_or_create(&config.pki_options())?;
-    let auth = config.authenticator()?;
-    let store = Arc::new(SqliteStore::open(dir.path().join("state.db")).await?);
-    let opts = ApiOptions {
-        registry: RegistryOptions {
-            service_cidr: "10.43.0.0/16".into(),
-            node_port_range: 30000..=32767,
-        },
-        server_address: addr.to_string(),
-        kubernetes_endpoint: None,
-        watch_cache_size: 10_000,
-    };
-    let app = handlers::router(Arc::new(ApiState::new(store, opts).await?));
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let kubeconfig = dir.path().join("test.kubeconfig");
-    pki.issue_client_kubeconfig("test-admin", &["system:masters"], &kubeconfig)?;
-    {
-        let shutdown = shutdown.clone();
-        let commit = config.git_commit.clone();
-        tasks.spawn(async move {
-            if let Err(err) =
-                server::serve_listener(listener, &pki, auth, &commit, app, shutdown).await
-            {
-                eprintln!("server ended: {err}");
-            }
-        });
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
-    let ctx = controllers::Context {
-        client: client.clone(),
-        options: ControllerOptions::default(),
-        shutdown: shutdown.clone(),
-    };
-    controllers::spawn(&mut tasks, ctx, LOOPS);
-    tasks.spawn(fake_kubelet(client.clone(), shutdown.clone()));
-    let nodes: Api<Node> = Api::all(client.clone());
+    let mut cluster = support::start(LOOPS, ControllerOptions::default()).await?;
+    let (client, shutdown) = (cluster.client.clone(), cluster.shutdown.clone());
+    cluster.tasks.spawn(fake_kubelet(client.clone(), shutdown));
+    let nodes: Api<Node> = Api::all(client);
     nodes
         .create(&PostParams::default(), &node("node-1", json!({})))
         .await?;
-    Ok(Cluster {
-        client,
-        shutdown,
-        _tasks: tasks,
-        _dir: dir,
-    })
+    Ok(cluster)
 }
 
 fn node(name: &str, labels: Value) -> Node {

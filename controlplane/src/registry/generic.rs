@@ -899,9 +899,14 @@ impl Registry {
                 let already = obj
                     .pointer("/metadata/deletionTimestamp")
                     .is_some_and(|v| !v.is_null());
-                return self
+                match self
                     .mark_deleted(res, ns, name, kv, marked, fins, 0, opts, already)
-                    .await;
+                    .await
+                {
+                    // Lost a race with another writer (a kubelet, the scheduler): re-read.
+                    Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                    other => return other,
+                }
             }
             let grace = if res.kind == "Pod" {
                 pod_grace(&obj, opts)
@@ -918,9 +923,14 @@ impl Registry {
                         removed: false,
                     });
                 }
-                return self
+                match self
                     .mark_deleted(res, ns, name, kv, marked, fins, grace, opts, already)
-                    .await;
+                    .await
+                {
+                    // Lost a race with another writer (a kubelet, the scheduler): re-read.
+                    Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                    other => return other,
+                }
             }
             if opts.dry_run {
                 return Ok(Deleted {

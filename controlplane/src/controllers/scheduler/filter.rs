@@ -385,7 +385,8 @@ fn tolerations(pod: &Pod) -> &[Toleration] {
 }
 
 /// Whether a node selector requirement holds for `value` (the label's value, if any).
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+/// Whether one node selector requirement holds for a label (or field) value.
+pub fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = req.values.as_deref().unwrap_or_default();
     let int = |s: &str| s.parse::<i64>().ok();
     match req.operator.as_str() {
