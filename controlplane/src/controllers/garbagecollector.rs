@@ -135,6 +135,9 @@ pub fn plan(objects: &BTreeMap<String, Arc<DynamicObject>>) -> Vec<Step> {
     steps
 }
 
+/// At most one full pass per this interval.
+const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Runs the loop until shutdown.
 pub async fn run(ctx: Context) -> Result<(), String> {
     let client = ctx.client.clone();
@@ -200,11 +203,17 @@ pub async fn run(ctx: Context) -> Result<(), String> {
                 .map_err(|_| format!("store of {} never ready", w.ar.plural))?;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut last_pass = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = changed.notified() => {}
                 _ = tick.tick() => {}
             }
+            // A pass scans every object: under a steady stream of writes, back-to-back passes
+            // starved the API server (watch p99 went from 64 ms to 3 s in the benchmark).
+            // Changes that arrive meanwhile are folded into the next pass.
+            tokio::time::sleep_until(last_pass + MIN_PASS_INTERVAL).await;
+            last_pass = tokio::time::Instant::now();
             gc.pass().await;
         }
     };
