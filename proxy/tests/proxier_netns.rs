@@ -2,13 +2,13 @@
 //! is full, a change is a partial sync, and a periodic sync that finds our table deleted by
 //! someone else repairs it with a full one. Stores are filled by hand (no API server).
 
-use std::process::Command;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
+use oxlet_e2e::netns::Netns;
 use oxlet_netrules::apply::Command as NetCommand;
 use oxlet_proxy::config::KubeProxyConfiguration;
 use oxlet_proxy::endpoints_change_tracker::EndpointsChangeTracker;
@@ -20,48 +20,11 @@ use oxlet_proxy::sync_runner::SyncReason;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-/// A network namespace removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("oxt-pxt-{}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add (needs root and iproute2)");
-        assert!(
-            out.status.success(),
-            "ip netns add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.path()))
-            .arg("nft")
-            .args(args)
-            .output()
-            .expect("run nft");
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `nft` inside the test's namespace; fails the test with nft's stderr.
+fn nft(ns: &Netns, args: &[&str]) -> String {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    ns.exec(argv).expect("nft in the test namespace")
 }
 
 /// How many syncs of `kind` (`full`, `partial`) the histogram recorded.
@@ -97,7 +60,7 @@ fn slice(ips: &[&str]) -> EndpointSlice {
 
 #[tokio::test]
 async fn partial_syncs_and_repair_after_tampering() {
-    let ns = Netns::new();
+    let ns = Netns::new("pxt").expect("create a test netns (needs root)");
     let (services, mut svc_writer): (_, Writer<Service>) = reflector::store();
     let (slices, mut slice_writer): (_, Writer<EndpointSlice>) = reflector::store();
     let (nodes, _node_writer): (_, Writer<Node>) = reflector::store();
@@ -129,7 +92,7 @@ async fn partial_syncs_and_repair_after_tampering() {
     );
 
     assert!(proxier.sync(SyncReason::Initial).await);
-    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     assert!(
         table.contains("172.30.0.41") && table.contains("10.0.1.1"),
         "{table}"
@@ -139,7 +102,7 @@ async fn partial_syncs_and_repair_after_tampering() {
 
     slice_writer.apply_watcher_event(&Event::Apply(slice(&["10.0.1.2"])));
     assert!(proxier.sync(SyncReason::Change).await);
-    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     // The old endpoint chain is flushed (no longer a goto target) and deleted a sync later.
     assert!(
         table.contains("dnat to 10.0.1.2:8080") && !table.contains("dnat to 10.0.1.1"),
@@ -150,12 +113,12 @@ async fn partial_syncs_and_repair_after_tampering() {
     // Nothing changed and nothing tampered with: a periodic sync stays partial.
     assert!(proxier.sync(SyncReason::Periodic).await);
     assert_eq!(count(&registry, "partial"), 2);
-    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     assert!(!table.contains("10.0.1.1"), "stale chain left: {table}");
 
-    ns.nft(&["delete", "table", "ip", "oxlet"]);
+    nft(&ns, &["delete", "table", "ip", "oxlet"]);
     assert!(proxier.sync(SyncReason::Periodic).await);
     assert_eq!(count(&registry, "full"), 2);
-    let table = ns.nft(&["list", "table", "ip", "oxlet"]);
+    let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     assert!(table.contains("10.0.1.2"), "{table}");
 }
