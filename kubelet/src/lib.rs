@@ -1,9 +1,17 @@
-//! oxlet's kubelet: registers a Node, renews its Lease and posts its status; pods through CRI
-//! come later.
+//! oxlet's kubelet: registers a Node, renews its Lease, posts its status, and runs the pods
+//! bound to it through CRI.
 
+pub mod cgroups;
 pub mod config;
+pub mod container;
 pub mod error;
+pub mod labels;
+pub mod lifecycle;
 pub mod node;
+pub mod prober;
+pub mod sandbox;
+pub mod server;
+pub mod volumes;
 
 pub use config::KubeletConfiguration;
 pub use error::{Error, Result};
