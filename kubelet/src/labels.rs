@@ -21,7 +21,8 @@ pub const CONTAINER_RESTART_COUNT: &str = "io.kubernetes.container.restartCount"
 /// Container annotation: hash of the container spec (a changed spec restarts it).
 pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 /// Container annotation: terminationMessagePath of the spec.
-pub const CONTAINER_TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+pub const CONTAINER_TERMINATION_MESSAGE_PATH: &str =
+    "io.kubernetes.container.terminationMessagePath";
 /// Container annotation: terminationMessagePolicy of the spec.
 pub const CONTAINER_TERMINATION_MESSAGE_POLICY: &str =
     "io.kubernetes.container.terminationMessagePolicy";

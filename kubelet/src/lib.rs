@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod fieldpath;
 pub mod labels;
 pub mod lifecycle;
 pub mod node;
