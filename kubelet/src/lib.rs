@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod fieldpath;
 pub mod labels;
 pub mod lifecycle;
