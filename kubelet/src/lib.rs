@@ -1,16 +1,19 @@
 //! oxlet's kubelet: registers a Node, renews its Lease, posts its status, and runs the pods
 //! bound to it through CRI.
 
+pub mod backoff;
 pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
 pub mod events;
 pub mod fieldpath;
+pub mod image_manager;
 pub mod labels;
 pub mod lifecycle;
 pub mod node;
 pub mod prober;
+pub mod runtime_state;
 pub mod sandbox;
 pub mod server;
 pub mod volumes;
