@@ -12,6 +12,7 @@ pub mod image_manager;
 pub mod labels;
 pub mod lifecycle;
 pub mod node;
+pub mod pod_actions;
 pub mod prober;
 pub mod runtime_state;
 pub mod sandbox;
