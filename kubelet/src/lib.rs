@@ -13,6 +13,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod node;
 pub mod pod_actions;
+pub mod pod_status;
 pub mod prober;
 pub mod runtime_state;
 pub mod sandbox;
