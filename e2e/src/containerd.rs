@@ -166,6 +166,12 @@ impl Containerd {
         &self.network_name
     }
 
+    /// The cgroup root of this instance (`/oxlet-test-<tag>`); removed with everything below
+    /// it on drop, so a kubelet given it as `--cgroup-root` leaves nothing behind.
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
+    }
+
     /// A cgroup parent for pods of this instance; removed, with everything below it, on drop.
     pub fn cgroup_parent(&self, pod: &str) -> String {
         format!("{}/{pod}", self.cgroup_root)

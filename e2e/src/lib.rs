@@ -2,8 +2,10 @@
 
 pub mod containerd;
 pub mod etcd;
+pub mod forward;
 pub mod images;
 pub mod netns;
+pub mod node_env;
 pub mod registry;
 pub mod runtime_env;
 pub mod server;

@@ -29,6 +29,8 @@ pub struct EnvOptions {
     pub auth_registry: bool,
     /// Pod subnet of the CNI bridge.
     pub pod_cidr: String,
+    /// Write the CNI conflist; false leaves it to a kubelet with `--cni-config=auto`.
+    pub write_cni: bool,
 }
 
 impl Default for EnvOptions {
@@ -37,6 +39,7 @@ impl Default for EnvOptions {
             registry: true,
             auth_registry: false,
             pod_cidr: "10.88.0.0/16".to_string(),
+            write_cni: true,
         }
     }
 }
@@ -97,7 +100,7 @@ impl RuntimeEnv {
         let containerd = Containerd::start(
             Some(&netns),
             &Options {
-                pod_cidr: Some(opts.pod_cidr.clone()),
+                pod_cidr: opts.write_cni.then(|| opts.pod_cidr.clone()),
                 registry_config_dir: Some(certs_d),
                 ..Default::default()
             },

@@ -165,6 +165,16 @@ pub struct KubeletConfiguration {
     pub authorization: Option<serde_yaml::Value>,
     /// Kubelet HTTPS port (default 10250).
     pub port: i32,
+    /// Plain-HTTP `/healthz` port on 127.0.0.1 (default 10248; 0 disables).
+    pub healthz_port: i32,
+    /// Where pod log directories are created (default /var/log/pods).
+    pub pod_logs_dir: String,
+    /// The resolv.conf pods with dnsPolicy Default (or ClusterFirst without clusterDNS) get.
+    pub resolv_conf: String,
+    /// Serving certificate of the kubelet server (self-signed when empty).
+    pub tls_cert_file: String,
+    /// Key of `tlsCertFile`.
+    pub tls_private_key_file: String,
     /// Address the kubelet server binds (default `0.0.0.0`).
     pub address: String,
     /// Client certificate rotation (accepted, not yet implemented).
@@ -198,6 +208,11 @@ impl Default for KubeletConfiguration {
             authentication: None,
             authorization: None,
             port: 0,
+            healthz_port: 0,
+            resolv_conf: String::new(),
+            pod_logs_dir: String::new(),
+            tls_cert_file: String::new(),
+            tls_private_key_file: String::new(),
             address: String::new(),
             rotate_certificates: None,
             unknown: BTreeMap::new(),
@@ -253,6 +268,18 @@ impl KubeletConfiguration {
         }
         if self.address.is_empty() {
             self.address = "0.0.0.0".to_string();
+        }
+        if self.healthz_port == 0 {
+            self.healthz_port = 10248;
+        }
+        if self.pod_logs_dir.is_empty() {
+            self.pod_logs_dir = "/var/log/pods".to_string();
+        }
+        if self.resolv_conf.is_empty() {
+            self.resolv_conf = "/etc/resolv.conf".to_string();
+        }
+        if self.cluster_domain.is_empty() {
+            self.cluster_domain = "cluster.local".to_string();
         }
     }
 
@@ -450,7 +477,9 @@ registerWithTaints:
             warnings[0].contains("cpuManagerReconcilePeriod"),
             "{warnings:?}"
         );
-        assert!(warnings[0].contains("healthzPort"), "{warnings:?}");
+        assert!(warnings[0].contains("syncFrequency"), "{warnings:?}");
+        assert_eq!(cfg.healthz_port, 10248);
+        assert_eq!(cfg.pod_logs_dir, "/var/log/pods");
         assert!(!warnings[0].contains("clusterDNS"), "{warnings:?}");
         assert!(warnings.iter().any(|w| w.starts_with("authentication:")));
         assert!(warnings

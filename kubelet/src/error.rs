@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The container runtime could not be reached or answered with an error.
+    #[error("container runtime: {0}")]
+    Runtime(String),
     /// A quantity string could not be parsed.
     #[error("invalid quantity {0:?}")]
     Quantity(String),

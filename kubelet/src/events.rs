@@ -115,3 +115,131 @@ impl EventSink for MemorySink {
         }
     }
 }
+
+/// Posts events to the API in the background, aggregating repeats of the same
+/// (object, reason, message) into one Event with a growing `count`, as upstream's recorder does.
+pub struct KubeEventSink {
+    tx: tokio::sync::mpsc::Sender<(ObjectReference, EventType, String, String)>,
+}
+
+impl KubeEventSink {
+    /// Starts the poster task; it ends when `cancel` fires.
+    pub fn start(
+        client: kube::Client,
+        node_name: String,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> std::sync::Arc<Self> {
+        // Bounded: under an event storm the oldest news is less useful than a stalled worker.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(ObjectReference, EventType, String, String)>(1024);
+        tokio::spawn(async move {
+            let mut seen: std::collections::HashMap<String, (String, i32)> =
+                std::collections::HashMap::new();
+            loop {
+                let item = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    item = rx.recv() => item,
+                };
+                let Some((obj, type_, why, message)) = item else {
+                    break;
+                };
+                if let Err(e) = post(
+                    &client, &node_name, &mut seen, &obj, type_, &why, &message,
+                )
+                .await
+                {
+                    tracing::debug!(reason = %why, error = %e, "event not recorded");
+                }
+            }
+        });
+        std::sync::Arc::new(Self { tx })
+    }
+}
+
+async fn post(
+    client: &kube::Client,
+    node: &str,
+    seen: &mut std::collections::HashMap<String, (String, i32)>,
+    obj: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::{Event, EventSource};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let key = format!(
+        "{}/{}/{}/{}/{}",
+        obj.uid.as_deref().unwrap_or(""),
+        obj.field_path.as_deref().unwrap_or(""),
+        type_.as_str(),
+        reason,
+        message
+    );
+    let now = jiff::Timestamp::now();
+    if let Some((name, count)) = seen.get_mut(&key) {
+        *count += 1;
+        let patch = serde_json::json!({"count": *count, "lastTimestamp": Time(now)});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if seen.len() > 4096 {
+        seen.clear();
+    }
+    let name = format!(
+        "{}.{:x}",
+        obj.name.as_deref().unwrap_or("unknown"),
+        now.as_nanosecond() as u64
+    );
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns),
+            ..Default::default()
+        },
+        involved_object: obj.clone(),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        type_: Some(type_.as_str().to_string()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.to_string()),
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: None::<MicroTime>,
+        count: Some(1),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.to_string()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &ev).await?;
+    seen.insert(key, (name, 1));
+    Ok(())
+}
+
+impl EventSink for KubeEventSink {
+    fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, message: &str) {
+        if self
+            .tx
+            .try_send((
+                object.clone(),
+                type_,
+                reason.to_string(),
+                message.to_string(),
+            ))
+            .is_err()
+        {
+            tracing::debug!(reason, "event queue full, dropping event");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod cgroups;
+pub mod cni;
 pub mod config;
 pub mod container;
 pub mod error;
