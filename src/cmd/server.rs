@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use oxlet_controlplane::apiserver::auth::Authenticator;
 use oxlet_controlplane::apiserver::handlers;
 use oxlet_controlplane::apiserver::pki::Pki;
 use oxlet_controlplane::apiserver::server::{self, Cidr, ServerConfig};
+use oxlet_controlplane::apiserver::serviceaccount_token::{self, ServiceAccountTokens};
 use oxlet_controlplane::controllers;
 use oxlet_controlplane::registry::generic::RegistryOptions;
 use oxlet_controlplane::storage::{self, etcd::EtcdStore, sqlite::SqliteStore, Store};
@@ -76,6 +78,27 @@ pub struct Args {
     /// How often storage history is compacted (Go duration, e.g. 5m); 0 disables.
     #[arg(long, default_value = "5m")]
     etcd_compaction_interval: String,
+    /// Issuer (`iss`) of service-account tokens; repeat to also accept tokens of earlier
+    /// issuers (the first one signs).
+    #[arg(long, default_value = serviceaccount_token::DEFAULT_ISSUER)]
+    service_account_issuer: Vec<String>,
+    /// PEM file of public keys that verify service-account tokens (repeatable; default
+    /// <data-dir>/pki/sa.pub).
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    /// PEM private key that signs service-account tokens (default <data-dir>/pki/sa.key).
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// Audiences of the API server, comma separated (default: the issuers).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// Longest lifetime a TokenRequest gets (Go duration); 0 for no limit.
+    #[arg(long, default_value = "0")]
+    service_account_max_token_expiration: String,
+    /// Extend pod-bound tokens of the kube-api-access volume (3607 s) to a year, with
+    /// `warnafter` at their requested lifetime.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    service_account_extend_token_expiration: bool,
 }
 
 /// Where the objects live.
@@ -132,6 +155,20 @@ fn validate(args: Args) -> anyhow::Result<Config> {
     server.service_cluster_ip_range = ranges;
     server.service_node_port_range = node_ports;
     server.git_commit = super::version::GIT_COMMIT.to_string();
+    server.service_account_issuers = args.service_account_issuer;
+    server.service_account_key_files = args.service_account_key_file;
+    server.service_account_signing_key_file = args.service_account_signing_key_file;
+    server.api_audiences = args
+        .api_audiences
+        .into_iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let max_expiration = parse_go_duration(&args.service_account_max_token_expiration)
+        .map_err(|e| anyhow::anyhow!("--service-account-max-token-expiration: {e}"))?;
+    server.service_account_max_token_expiration =
+        (!max_expiration.is_zero()).then_some(max_expiration);
+    server.service_account_extend_token_expiration = args.service_account_extend_token_expiration;
     server.validate()?;
     let enabled = controllers::enabled(&args.controllers)
         .map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
@@ -227,12 +264,15 @@ async fn open_store(storage: &StorageConfig) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The REST API served behind authentication: the registry over a watch cache of `store`,
-/// with the built-in namespaces and the `kubernetes` Service created on first start.
+/// with the built-in namespaces and the `kubernetes` Service created on first start; also
+/// the authenticator chain to serve it with (`auth` plus service-account tokens).
 async fn build_app(
     store: Arc<dyn Store>,
     config: &ServerConfig,
     watch_cache_size: usize,
-) -> anyhow::Result<axum::Router> {
+    auth: Authenticator,
+    tokens: Arc<ServiceAccountTokens>,
+) -> anyhow::Result<(axum::Router, Authenticator)> {
     let cidr = config
         .service_cluster_ip_range
         .first()
@@ -247,29 +287,16 @@ async fn build_app(
             .to_string(),
         kubernetes_endpoint: Some((config.client_address(), config.secure_port)),
         watch_cache_size,
+        authenticator: auth,
+        service_account_tokens: Some(tokens),
     };
     let state = handlers::ApiState::new(store, opts)
         .await
         .context("start the REST layer")?;
-    Ok(handlers::router(Arc::new(state)))
+    let auth = state.authenticator.clone();
+    Ok((handlers::router(Arc::new(state)), auth))
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = token.cancelled() => return,
-        };
-        tracing::info!(signal = name, "shutting down");
-        token.cancel();
-    });
-    Ok(())
-}
 
 /// Runs the API server until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -281,7 +308,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    super::signals::spawn_signal_handler(shutdown.clone())?;
 
     let pki_options = config.server.pki_options();
     let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&pki_options))
@@ -292,12 +319,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "admin kubeconfig ready (kubectl --kubeconfig <path>)"
     );
     let auth = config.server.authenticator()?;
+    let tokens = Arc::new(config.server.service_account_tokens()?);
 
     let store = open_store(&config.storage).await?;
     let compactor = config.compaction_interval.map(|interval| {
         storage::spawn_compactor(store.clone(), interval, COMPACTION_RETAIN, shutdown.clone())
     });
-    let app = build_app(store, &config.server, config.watch_cache_size).await?;
+    let (app, auth) =
+        build_app(store, &config.server, config.watch_cache_size, auth, tokens).await?;
 
     let listener = server::bind(config.server.listen_addr()).await?;
     let local = listener.local_addr().context("read the bound address")?;

@@ -98,10 +98,26 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The authenticator recognises the token and rejects it (expired, revoked, wrong
+    /// audience); the message is what a TokenReview reports, as upstream words it.
+    #[error("{message}")]
+    InvalidToken {
+        /// Why the token is not valid.
+        message: String,
+    },
 }
 
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A token some authenticator accepted: its user and the audiences it is good for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUser {
+    /// The user.
+    pub user: UserInfo,
+    /// The wanted audiences the token is valid for (TokenReview's `status.audiences`).
+    pub audiences: Vec<String>,
+}
 
 /// Checks bearer tokens; the hook for service-account JWTs and other token kinds.
 #[async_trait]
@@ -110,9 +126,38 @@ pub trait TokenAuthenticator: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// `Ok(Some(user))` if the token is valid here, `Ok(None)` if this authenticator does
-    /// not know it (the next one is tried), `Err` if it cannot tell. `system:authenticated`
-    /// is added by the caller.
+    /// not know it (the next one is tried), `Err` if it cannot tell or rejects it
+    /// ([`Error::InvalidToken`]). `system:authenticated` is added by the caller.
     async fn authenticate_token(&self, token: &str) -> Result<Option<UserInfo>>;
+
+    /// As [`Self::authenticate_token`], for a caller that wants one of `wanted` audiences
+    /// (a request: the API server's own; a TokenReview: its `spec.audiences`). The default is
+    /// upstream's audience-agnostic wrapper (`WrapAudienceAgnosticToken`): the token is good
+    /// only for the API server's audiences, so it is unknown when `wanted` names none of them.
+    async fn authenticate_token_for(
+        &self,
+        token: &str,
+        wanted: &[String],
+        api_audiences: &[String],
+    ) -> Result<Option<TokenUser>> {
+        let audiences: Vec<String> = if api_audiences.is_empty() {
+            wanted.to_vec()
+        } else {
+            intersect(api_audiences, wanted)
+        };
+        if !api_audiences.is_empty() && audiences.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .authenticate_token(token)
+            .await?
+            .map(|user| TokenUser { user, audiences }))
+    }
+}
+
+/// The members of `a` also in `b`, in `a`'s order.
+pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter().filter(|x| b.contains(x)).cloned().collect()
 }
 
 /// Static tokens from a `--token-auth-file`: CSV lines `token,user,uid[,"group1,group2"]`
@@ -319,6 +364,7 @@ pub enum Outcome {
 #[derive(Clone, Default)]
 pub struct Authenticator {
     tokens: Vec<Arc<dyn TokenAuthenticator>>,
+    api_audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -326,8 +372,19 @@ impl std::fmt::Debug for Authenticator {
         let names: Vec<&str> = self.tokens.iter().map(|t| t.name()).collect();
         f.debug_struct("Authenticator")
             .field("tokens", &names)
+            .field("api_audiences", &self.api_audiences)
             .finish()
     }
+}
+
+/// What the chain concluded about one bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenReviewResult {
+    /// The user (with `system:authenticated`) and audiences, if an authenticator accepted it.
+    pub user: Option<TokenUser>,
+    /// Why no authenticator accepted it: their messages (`[a, b]` when several, as upstream's
+    /// aggregate errors print), or `invalid bearer token` when none knew the token.
+    pub error: Option<String>,
 }
 
 impl Authenticator {
@@ -340,6 +397,58 @@ impl Authenticator {
     pub fn with_token_authenticator(mut self, auth: Arc<dyn TokenAuthenticator>) -> Self {
         self.tokens.push(auth);
         self
+    }
+
+    /// Sets the API server's audiences (`--api-audiences`): what requests' tokens must be
+    /// meant for, and what a TokenReview without `spec.audiences` asks for.
+    pub fn with_api_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.api_audiences = audiences;
+        self
+    }
+
+    /// The API server's audiences.
+    pub fn api_audiences(&self) -> &[String] {
+        &self.api_audiences
+    }
+
+    /// Tries `token` against each token authenticator for the `wanted` audiences, as a request
+    /// (wanting the API audiences) or a TokenReview does.
+    pub async fn authenticate_bearer(&self, token: &str, wanted: &[String]) -> TokenReviewResult {
+        let mut errors = Vec::new();
+        for auth in &self.tokens {
+            match auth
+                .authenticate_token_for(token, wanted, &self.api_audiences)
+                .await
+            {
+                Ok(Some(mut found)) => {
+                    found.user = found.user.with_authenticated_group();
+                    return TokenReviewResult {
+                        user: Some(found),
+                        error: None,
+                    };
+                }
+                Ok(None) => {}
+                // As upstream's union authenticator: an error does not stop the chain, and the
+                // token fails only if no other authenticator accepts it.
+                Err(Error::InvalidToken { message }) => {
+                    tracing::debug!(authenticator = auth.name(), reason = %message, "token rejected");
+                    errors.push(message);
+                }
+                Err(err) => {
+                    tracing::warn!(authenticator = auth.name(), error = %err, "token authentication failed");
+                    errors.push(err.to_string());
+                }
+            }
+        }
+        let error = match errors.as_slice() {
+            [] => "invalid bearer token".to_string(),
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        TokenReviewResult {
+            user: None,
+            error: Some(error),
+        }
     }
 
     /// Authenticates a request from its peer certificates and `Authorization` header.
@@ -357,18 +466,14 @@ impl Authenticator {
         let Some(token) = authorization.and_then(bearer_token) else {
             return Outcome::Anonymous;
         };
-        for auth in &self.tokens {
-            match auth.authenticate_token(token).await {
-                Ok(Some(user)) => return Outcome::Authenticated(user.with_authenticated_group()),
-                Ok(None) => {}
-                // As upstream's union authenticator: an error does not stop the chain, and the
-                // request fails only if no other authenticator accepts the token.
-                Err(err) => {
-                    tracing::warn!(authenticator = auth.name(), error = %err, "token authentication failed")
-                }
-            }
+        match self
+            .authenticate_bearer(token, &self.api_audiences)
+            .await
+            .user
+        {
+            Some(found) => Outcome::Authenticated(found.user),
+            None => Outcome::Rejected,
         }
-        Outcome::Rejected
     }
 }
 
@@ -477,5 +582,57 @@ mod tests {
         let bad = http::HeaderValue::from_static("Bearer nope");
         assert_eq!(auth.authenticate(None, Some(&bad)).await, Outcome::Rejected);
         assert_eq!(auth.authenticate(None, None).await, Outcome::Anonymous);
+    }
+
+    /// Rejects every token with a fixed reason, as an expired service-account token is.
+    struct Rejecting(&'static str);
+
+    #[async_trait]
+    impl TokenAuthenticator for Rejecting {
+        fn name(&self) -> &'static str {
+            "rejecting"
+        }
+
+        async fn authenticate_token(&self, _token: &str) -> Result<Option<UserInfo>> {
+            Err(Error::InvalidToken {
+                message: self.0.to_string(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn static_tokens_are_good_for_the_api_audiences_only() {
+        let file = TokenFile::parse("t1,alice,uid-1\n", Path::new("f")).expect("parse");
+        let api = vec!["https://kubernetes.default.svc".to_string()];
+        let auth = Authenticator::new()
+            .with_api_audiences(api.clone())
+            .with_token_authenticator(Arc::new(file));
+        let r = auth.authenticate_bearer("t1", &api).await;
+        let found = r.user.expect("authenticated for the API audience");
+        assert_eq!(found.user.username, "alice");
+        assert_eq!(found.audiences, api);
+        let r = auth.authenticate_bearer("t1", &["vault".to_string()]).await;
+        assert_eq!(r.user, None);
+        assert_eq!(r.error.as_deref(), Some("invalid bearer token"));
+        let good = http::HeaderValue::from_static("Bearer t1");
+        assert!(matches!(
+            auth.authenticate(None, Some(&good)).await,
+            Outcome::Authenticated(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn rejections_are_reported_like_upstream_aggregates() {
+        let one = Authenticator::new().with_token_authenticator(Arc::new(Rejecting("expired")));
+        let r = one.authenticate_bearer("x", &[]).await;
+        assert_eq!(r.error.as_deref(), Some("expired"));
+        let two = one.with_token_authenticator(Arc::new(Rejecting("revoked")));
+        let r = two.authenticate_bearer("x", &[]).await;
+        assert_eq!(r.error.as_deref(), Some("[expired, revoked]"));
+        let header = http::HeaderValue::from_static("Bearer x");
+        assert_eq!(
+            two.authenticate(None, Some(&header)).await,
+            Outcome::Rejected
+        );
     }
 }

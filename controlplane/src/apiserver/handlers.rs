@@ -13,9 +13,10 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::apiserver::auth::UserInfo;
+use crate::apiserver::auth::{Authenticator, UserInfo};
 use crate::apiserver::request::{self, Query, Route, Target};
 use crate::apiserver::resources::ResourceInfo;
+use crate::apiserver::serviceaccount_token::{ServiceAccountAuthenticator, ServiceAccountTokens};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::watch::{self, Render, WatchBody};
 use crate::apiserver::{discovery, openapi, patch, subresources, table};
@@ -38,6 +39,12 @@ pub struct ApiOptions {
     /// Events the watch cache keeps (one cache for all resources); a watch from further back
     /// gets 410 Gone, as upstream's `--default-watch-cache-size` window.
     pub watch_cache_size: usize,
+    /// The server's authenticator chain (client certificates, token file); [`ApiState::new`]
+    /// adds service-account tokens to it. TokenReview authenticates with it.
+    pub authenticator: Authenticator,
+    /// Service-account token keys and settings; `None` turns TokenRequest and service-account
+    /// token authentication off.
+    pub service_account_tokens: Option<Arc<ServiceAccountTokens>>,
 }
 
 impl Default for ApiOptions {
@@ -47,6 +54,8 @@ impl Default for ApiOptions {
             server_address: "127.0.0.1:6443".to_string(),
             kubernetes_endpoint: None,
             watch_cache_size: CacherConfig::default().event_buffer,
+            authenticator: Authenticator::default(),
+            service_account_tokens: None,
         }
     }
 }
@@ -57,6 +66,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// Options.
     pub opts: ApiOptions,
+    /// The full authenticator chain (with service-account tokens): serve with it.
+    pub authenticator: Authenticator,
 }
 
 impl ApiState {
@@ -68,9 +79,20 @@ impl ApiState {
             ..CacherConfig::default()
         };
         let cache: Arc<dyn Store> = Arc::new(Cacher::new(store, "/registry/", config).await?);
+        let authenticator = match &opts.service_account_tokens {
+            Some(tokens) => opts
+                .authenticator
+                .clone()
+                .with_token_authenticator(Arc::new(ServiceAccountAuthenticator::new(
+                    tokens.clone(),
+                    cache.clone(),
+                ))),
+            None => opts.authenticator.clone(),
+        };
         let state = Self {
             registry: Registry::new(cache, opts.registry.clone()),
             opts,
+            authenticator,
         };
         crate::apiserver::bootstrap::run(&state).await?;
         Ok(state)

@@ -12,6 +12,7 @@ pub mod request;
 pub mod resources;
 pub mod selectors;
 pub mod server;
+pub mod serviceaccount_token;
 pub mod status;
 pub mod subresources;
 pub mod table;

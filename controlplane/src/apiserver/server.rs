@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::apiserver::auth::{self, Authenticator, PeerCertificates, TokenFile};
 use crate::apiserver::pki::{self, Pki, PkiOptions};
+use crate::apiserver::serviceaccount_token::{self, ServiceAccountTokens, TokenOptions};
 
 /// The Kubernetes minor version served in `/version` (k8s-openapi feature `v1_33`).
 pub const KUBERNETES_MINOR: &str = "33";
@@ -65,6 +66,9 @@ pub enum Error {
     /// Authentication setup failed (e.g. an unreadable token file).
     #[error(transparent)]
     Auth(#[from] auth::Error),
+    /// Service-account token keys or settings are invalid.
+    #[error(transparent)]
+    ServiceAccountTokens(#[from] serviceaccount_token::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -158,6 +162,18 @@ pub struct ServerConfig {
     pub service_node_port_range: std::ops::RangeInclusive<u16>,
     /// `gitCommit` in `/version` (the binary passes its own).
     pub git_commit: String,
+    /// `--service-account-issuer` (repeatable): the first signs tokens, all are accepted.
+    pub service_account_issuers: Vec<String>,
+    /// `--service-account-key-file` (repeatable); empty means `<data-dir>/pki/sa.pub`.
+    pub service_account_key_files: Vec<PathBuf>,
+    /// `--service-account-signing-key-file`; `None` means `<data-dir>/pki/sa.key`.
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// `--api-audiences`; empty means the issuers.
+    pub api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration`; `None` for no limit.
+    pub service_account_max_token_expiration: Option<Duration>,
+    /// `--service-account-extend-token-expiration`.
+    pub service_account_extend_token_expiration: bool,
 }
 
 impl ServerConfig {
@@ -177,6 +193,12 @@ impl ServerConfig {
             git_commit: option_env!("OXLET_GIT_COMMIT")
                 .unwrap_or("unknown")
                 .to_string(),
+            service_account_issuers: vec![serviceaccount_token::DEFAULT_ISSUER.to_string()],
+            service_account_key_files: Vec::new(),
+            service_account_signing_key_file: None,
+            api_audiences: Vec::new(),
+            service_account_max_token_expiration: None,
+            service_account_extend_token_expiration: true,
         }
     }
 
@@ -237,6 +259,7 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             return config("--data-dir", "must not be empty".into());
         }
+        self.service_account_token_options().validate()?;
         Ok(())
     }
 
@@ -283,10 +306,49 @@ impl ServerConfig {
         }
     }
 
+    /// The API server's audiences: `--api-audiences`, else the issuers (as kube-apiserver).
+    pub fn api_audiences(&self) -> Vec<String> {
+        if self.api_audiences.is_empty() {
+            self.service_account_issuers.clone()
+        } else {
+            self.api_audiences.clone()
+        }
+    }
+
+    /// The service-account token settings, with the PKI's `sa.key`/`sa.pub` as default keys.
+    pub fn service_account_token_options(&self) -> TokenOptions {
+        let pki = self.data_dir.join("pki");
+        TokenOptions {
+            issuers: self.service_account_issuers.clone(),
+            api_audiences: self.api_audiences(),
+            signing_key_file: self
+                .service_account_signing_key_file
+                .clone()
+                .unwrap_or_else(|| pki.join("sa.key")),
+            key_files: if self.service_account_key_files.is_empty() {
+                vec![pki.join("sa.pub")]
+            } else {
+                self.service_account_key_files.clone()
+            },
+            max_expiration: self.service_account_max_token_expiration,
+            extend_expiration: self.service_account_extend_token_expiration,
+        }
+    }
+
+    /// Loads the service-account token keys; call after the PKI exists (it creates the
+    /// default `sa.key`).
+    pub fn service_account_tokens(&self) -> Result<ServiceAccountTokens> {
+        Ok(ServiceAccountTokens::load(
+            &self.service_account_token_options(),
+        )?)
+    }
+
     /// The authenticator chain this configuration asks for (client certificates, then the
-    /// token file if given).
+    /// token file if given), with the API audiences; service-account tokens are added by
+    /// [`crate::apiserver::handlers::ApiState::new`], which owns the store they are checked
+    /// against.
     pub fn authenticator(&self) -> Result<Authenticator> {
-        let mut auth = Authenticator::new();
+        let mut auth = Authenticator::new().with_api_audiences(self.api_audiences());
         if let Some(path) = &self.token_auth_file {
             let file = TokenFile::load(path)?;
             tracing::info!(path = %path.display(), tokens = file.len(), "loaded token file");

@@ -40,9 +40,9 @@ pub async fn handle(st: &ApiState, call: &Call, sub: &str) -> ApiResult<Response
             res.plural
         )))
         }
-        ("token", _) => Err(ApiError::unavailable(
-            "serviceaccounts/token (TokenRequest) is not served yet",
-        )),
+        ("token", Method::POST) if res.plural == "serviceaccounts" => {
+            crate::apiserver::serviceaccount_token::token_request(st, call, &name).await
+        }
         (_, m) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource: {m} {sub}"
         ))),
@@ -300,7 +300,7 @@ pub async fn server_side_apply(
 }
 
 /// Create-only review resources, answered from the request alone.
-pub async fn review(_st: &ApiState, call: &Call) -> ApiResult<Response> {
+pub async fn review(st: &ApiState, call: &Call) -> ApiResult<Response> {
     if call.method != Method::POST || call.target.name.is_some() {
         return Err(ApiError::method_not_allowed("reviews only support create"));
     }
@@ -322,10 +322,7 @@ pub async fn review(_st: &ApiState, call: &Call) -> ApiResult<Response> {
             "allowed": true,
             "reason": "oxlet authorizes every authenticated user",
         }),
-        "tokenreviews" => json!({
-            "authenticated": false,
-            "error": "token reviews are not supported by this server",
-        }),
+        "tokenreviews" => crate::apiserver::serviceaccount_token::token_review(st, &body).await?,
         _ => return Err(ApiError::path_not_found()),
     };
     let mut out = if body.is_object() { body } else { json!({}) };

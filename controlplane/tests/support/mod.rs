@@ -44,13 +44,16 @@ pub async fn start(loops: &[&'static str], options: ControllerOptions) -> Result
         let opts = config.pki_options();
         tokio::task::spawn_blocking(move || Pki::load_or_create(&opts)).await??
     };
-    let auth = config.authenticator()?;
     let store = Arc::new(SqliteStore::open(dir.path().join("state.db")).await?);
     let api = ApiOptions {
         server_address: addr.to_string(),
+        authenticator: config.authenticator()?,
+        service_account_tokens: Some(Arc::new(config.service_account_tokens()?)),
         ..ApiOptions::default()
     };
-    let app = handlers::router(Arc::new(ApiState::new(store, api).await?));
+    let state = Arc::new(ApiState::new(store, api).await?);
+    let auth = state.authenticator.clone();
+    let app = handlers::router(state);
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let kubeconfig = dir.path().join("controller-manager.kubeconfig");
