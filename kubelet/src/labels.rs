@@ -38,3 +38,9 @@ pub const CONTAINER_TYPE: &str = "io.kubernetes.container.type";
 pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
 /// Sandbox annotation: when the kubelet first saw the pod.
 pub const CONFIG_SEEN: &str = "kubernetes.io/config.seen";
+/// Pod annotation on mirror pods (the API copy of a static pod).
+pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+/// Container annotation: JSON of the container's ports.
+pub const CONTAINER_PORTS: &str = "io.kubernetes.container.ports";
+/// Container annotation: the pod's deletionGracePeriodSeconds when the container was created.
+pub const POD_DELETION_GRACE_PERIOD: &str = "io.kubernetes.pod.deletionGracePeriod";
