@@ -776,6 +776,74 @@ mod tests {
         }
     }
 
+    /// cgroup v2 file formats, on a plain directory tree laid out like cgroupfs (this host
+    /// is v1, so the kernel side of v2 is exercised on other machines only).
+    #[test]
+    fn v2_files_on_a_fake_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mount = tmp.path().to_path_buf();
+        let h = Hierarchy {
+            mount: mount.clone(),
+            root: "/".into(),
+            controllers: vec![],
+            unified: true,
+        };
+        std::fs::write(
+            mount.join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids rdma\n",
+        )
+        .expect("controllers");
+        std::fs::write(mount.join("cgroup.subtree_control"), "memory\n").expect("subtree");
+        enable_controllers(&mount).expect("enable");
+        assert_eq!(
+            std::fs::read_to_string(mount.join("cgroup.subtree_control")).expect("read"),
+            "+cpuset +cpu +io +hugetlb +pids"
+        );
+
+        let mgr = CgroupManager::new("/", CgroupVersion::V2, vec![h.clone()]).expect("manager");
+        let uid = "u-2";
+        let parent = mgr.pod_cgroup_parent(QosClass::Guaranteed, uid);
+        // Existing directories are not re-created, so no controller files are needed below.
+        std::fs::create_dir_all(h.dir(&parent)).expect("dirs");
+        let p = pod(
+            uid,
+            json!([{"name": "a", "resources": {
+            "requests": {"cpu": "1500m", "memory": "1Gi"}, "limits": {"cpu": "1500m", "memory": "1Gi"}}}]),
+        );
+        mgr.ensure_pod(&parent, &p).expect("ensure");
+        let d = h.dir(&parent);
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).expect(f);
+        assert_eq!(read("cpu.weight"), shares_to_weight(1536).to_string());
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("memory.max"), (1u64 << 30).to_string());
+        let l = mgr.read_limits(&parent).expect("read limits");
+        assert_eq!(
+            l,
+            CgroupLimits {
+                cpu_shares: None,
+                cpu_weight: Some(shares_to_weight(1536)),
+                cpu_quota: Some(150_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(1 << 30),
+            }
+        );
+        assert_eq!(mgr.pod_uids().expect("uids"), vec![uid.to_string()]);
+
+        // Burstable without CPU limits: weight only, quota left alone.
+        let parent = mgr.pod_cgroup_parent(QosClass::Burstable, "u-3");
+        std::fs::create_dir_all(h.dir(&parent)).expect("dirs");
+        let p = pod(
+            "u-3",
+            json!([{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]),
+        );
+        mgr.ensure_pod(&parent, &p).expect("ensure");
+        assert!(!h.dir(&parent).join("cpu.max").exists());
+        assert_eq!(
+            mgr.pod_uids().expect("uids"),
+            vec![uid.to_string(), "u-3".to_string()]
+        );
+    }
+
     fn unique_root() -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         format!(
