@@ -398,9 +398,9 @@ pub fn compute(pod: &Pod, input: &StatusInput<'_>) -> PodStatus {
         }
     }
     // Upstream order: PodReadyToStartContainers, Initialized, Ready, ContainersReady, PodScheduled.
-    let scheduled: Vec<PodCondition> = conditions.drain(..).collect();
+    let others = std::mem::take(&mut conditions);
     conditions.extend(conds);
-    conditions.extend(scheduled);
+    conditions.extend(others);
 
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let mut ips: Vec<String> = input

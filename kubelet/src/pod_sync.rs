@@ -276,7 +276,7 @@ impl PodContext {
             let spec = find_container(pod, &k.name);
             self.kill_container(
                 pod,
-                spec.map(|(c, i)| (c, i)),
+                spec,
                 &k.id,
                 &k.name,
                 &k.message,

@@ -265,21 +265,23 @@ impl Worker {
         let volumes = &ctx.volumes;
         let probes = &ctx.probes;
         let qos = crate::container::qos_class(pod);
-        let input = StatusInput {
-            rt,
-            waiting: &self.mem.waiting,
-            ready: &|id: &str| probes.is_ready(&uid, id),
-            started: &|id: &str| probes.is_started(&uid, id),
-            termination_message: &|c: &runtime_state::ContainerState| {
-                termination_message(volumes, pod, &uid, c)
-            },
-            host_ips: &ctx.node.host_ips,
-            terminating,
-            runtime_name: &ctx.runtime_name,
-            qos_class: qos.as_str(),
-            now: jiff::Timestamp::now(),
+        let new = {
+            let input = StatusInput {
+                rt,
+                waiting: &self.mem.waiting,
+                ready: &|id: &str| probes.is_ready(&uid, id),
+                started: &|id: &str| probes.is_started(&uid, id),
+                termination_message: &|c: &runtime_state::ContainerState| {
+                    termination_message(volumes, pod, &uid, c)
+                },
+                host_ips: &ctx.node.host_ips,
+                terminating,
+                runtime_name: &ctx.runtime_name,
+                qos_class: qos.as_str(),
+                now: jiff::Timestamp::now(),
+            };
+            pod_status::compute(pod, &input)
         };
-        let new = pod_status::compute(pod, &input);
         let current = self.last_posted.as_ref().or(pod.status.as_ref());
         if current.is_some_and(|c| !pod_status::differs(c, &new)) {
             return;
