@@ -304,6 +304,15 @@ async fn make_namespace(client: &kube::Client, name: &str) -> Result<()> {
         &serde_json::from_value(json!({"metadata": {"name": name}}))?,
     )
     .await?;
+    // Pods need their ServiceAccount (ServiceAccount admission); the serviceaccount loop that
+    // would create it does not run in these tests.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), name);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "default"}}))?,
+    )
+    .await?;
     Ok(())
 }
 

@@ -57,7 +57,7 @@ pub struct Args {
     default_watch_cache_size: usize,
     /// Loops to run: `*` for all, `-name` to turn one off (upstream names: scheduler,
     /// nodelifecycle, nodeipam, replicaset, deployment, daemonset, endpointslice, endpoints,
-    /// namespace, garbagecollector, serviceaccount, podgc).
+    /// namespace, garbagecollector, serviceaccount, podgc, rootcacertpublisher).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// Node silence after which it is marked `Ready=Unknown` and tainted (Go duration).
@@ -349,7 +349,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let client_config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let ctx = controllers::Context {
             client: kube::Client::try_from(client_config)?,
-            options: config.controller_options.clone(),
+            options: controllers::ControllerOptions {
+                root_ca_cert: Some(pki.ca_cert_pem().to_string()),
+                ..config.controller_options.clone()
+            },
             shutdown: shutdown.clone(),
         };
         controllers::spawn(&mut loops, ctx, &config.controllers);

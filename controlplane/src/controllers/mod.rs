@@ -18,6 +18,7 @@ pub mod garbagecollector;
 pub mod namespace;
 pub mod podgc;
 pub mod replicaset;
+pub mod root_ca_publisher;
 pub mod serviceaccount;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub const ALL: &[&str] = &[
     "garbagecollector",
     "serviceaccount",
     "podgc",
+    "rootcacertpublisher",
 ];
 
 /// Periods and ranges of the loops; tests shorten them through flags, never by sleeping.
@@ -57,6 +59,9 @@ pub struct ControllerOptions {
     pub node_cidr_mask_size: u8,
     /// `--terminated-pod-gc-threshold` (12500).
     pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA bundle (PEM) the root CA publisher puts in every namespace's
+    /// `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`, or its kubeconfig's CA).
+    pub root_ca_cert: Option<String>,
 }
 
 impl Default for ControllerOptions {
@@ -68,6 +73,7 @@ impl Default for ControllerOptions {
             cluster_cidr: Some("10.42.0.0/16".to_string()),
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
+            root_ca_cert: None,
         }
     }
 }
@@ -149,6 +155,7 @@ async fn run_one(name: &str, ctx: Context) -> Result<(), String> {
         "garbagecollector" => garbagecollector::run(ctx).await,
         "serviceaccount" => serviceaccount::run(ctx).await,
         "podgc" => podgc::run(ctx).await,
+        "rootcacertpublisher" => root_ca_publisher::run(ctx).await,
         // Loops register here as they are written; an unwritten one waits for shutdown
         // and says so once, rather than pretending to work.
         other => {

@@ -578,6 +578,9 @@ impl Registry {
             ));
         }
         self.check_namespace(res, ns).await?;
+        if let (true, "Pod", Some(ns)) = (res.group.is_empty(), res.kind, ns) {
+            crate::registry::admission_serviceaccount::admit(self, ns, &mut obj).await?;
+        }
         crate::apiserver::patch::update_managed_fields(
             None,
             &mut obj,

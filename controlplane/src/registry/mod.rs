@@ -1,5 +1,6 @@
 //! The registry: generic storage of Kubernetes objects with per-resource strategies.
 
+pub mod admission_serviceaccount;
 pub mod allocator;
 pub mod conversion;
 pub mod generic;

@@ -23,6 +23,8 @@ pub struct Cluster {
     pub shutdown: CancellationToken,
     /// The server, the loops and whatever the test adds.
     pub tasks: JoinSet<()>,
+    /// The server's data directory (`pki/`, kubeconfigs, database); removed on drop.
+    pub data_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +45,13 @@ pub async fn start(loops: &[&'static str], options: ControllerOptions) -> Result
     let pki = {
         let opts = config.pki_options();
         tokio::task::spawn_blocking(move || Pki::load_or_create(&opts)).await??
+    };
+    // As `oxlet server`: the root CA publisher publishes the cluster CA unless told otherwise.
+    let options = ControllerOptions {
+        root_ca_cert: options
+            .root_ca_cert
+            .or_else(|| Some(pki.ca_cert_pem().to_string())),
+        ..options
     };
     let store = Arc::new(SqliteStore::open(dir.path().join("state.db")).await?);
     let api = ApiOptions {
@@ -87,6 +96,7 @@ pub async fn start(loops: &[&'static str], options: ControllerOptions) -> Result
         client,
         shutdown,
         tasks,
+        data_dir: dir.path().to_path_buf(),
         _dir: dir,
     })
 }

@@ -1,6 +1,7 @@
 //! Pods and pod templates: upstream's defaulters (pkg/apis/core/v1/defaults.go), the defaulting
-//! admission plugins that touch pods (ServiceAccount, Priority, DefaultTolerationSeconds), pod
-//! spec validation (pkg/apis/core/validation/validation.go) and the pod strategy
+//! admission plugins that need no lookups (Priority, DefaultTolerationSeconds; ServiceAccount
+//! admission is registry::admission_serviceaccount), pod spec validation
+//! (pkg/apis/core/validation/validation.go) and the pod strategy
 //! (pkg/registry/core/pod/strategy.go).
 
 use std::collections::{BTreeMap, HashSet};
@@ -148,7 +149,7 @@ fn priority_of_class(class: &str) -> Option<i64> {
 }
 
 /// Defaults a whole Pod: `SetDefaults_Pod`, the pod spec defaulters, and the defaulting
-/// admission plugins ServiceAccount, Priority and DefaultTolerationSeconds.
+/// admission plugins Priority and DefaultTolerationSeconds.
 pub fn default_pod(pod: &mut Value) {
     let Some(spec) = pod.get_mut("spec").filter(|s| s.is_object()) else {
         return;
@@ -175,7 +176,9 @@ pub fn default_pod(pod: &mut Value) {
     }
     set_default(spec, "enableServiceLinks", json!(true));
     default_pod_spec(spec);
-    // ServiceAccount admission.
+    // v1 conversion: serviceAccountName falls back to the deprecated serviceAccount, which
+    // mirrors it. `default` is ServiceAccount admission's job on create
+    // (registry::admission_serviceaccount), since mirror pods must keep none.
     let sa = spec
         .get("serviceAccountName")
         .and_then(Value::as_str)
@@ -185,10 +188,11 @@ pub fn default_pod(pod: &mut Value) {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         })
-        .unwrap_or("default")
-        .to_string();
-    spec["serviceAccountName"] = json!(sa);
-    spec["serviceAccount"] = json!(sa);
+        .map(str::to_string);
+    if let Some(sa) = sa {
+        spec["serviceAccountName"] = json!(sa);
+        spec["serviceAccount"] = json!(sa);
+    }
     // Priority admission (without PriorityClass objects: only the built-in classes are known).
     if spec.get("priority").is_none_or(Value::is_null) {
         let class = spec
@@ -847,8 +851,6 @@ mod tests {
             "restartPolicy": "Always",
             "schedulerName": "default-scheduler",
             "securityContext": {},
-            "serviceAccount": "default",
-            "serviceAccountName": "default",
             "terminationGracePeriodSeconds": 30,
             "tolerations": [
                 {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 300},
