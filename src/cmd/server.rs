@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use oxlet_controlplane::apiserver::auth::Authenticator;
 use oxlet_controlplane::apiserver::handlers;
+use oxlet_controlplane::apiserver::node_proxy::KubeletClientConfig;
 use oxlet_controlplane::apiserver::pki::Pki;
 use oxlet_controlplane::apiserver::server::{self, Cidr, ServerConfig};
 use oxlet_controlplane::apiserver::serviceaccount_token::{self, ServiceAccountTokens};
@@ -272,6 +273,7 @@ async fn build_app(
     watch_cache_size: usize,
     auth: Authenticator,
     tokens: Arc<ServiceAccountTokens>,
+    kubelet_client: KubeletClientConfig,
 ) -> anyhow::Result<(axum::Router, Authenticator)> {
     let cidr = config
         .service_cluster_ip_range
@@ -289,6 +291,7 @@ async fn build_app(
         watch_cache_size,
         authenticator: auth,
         service_account_tokens: Some(tokens),
+        kubelet_client: Some(kubelet_client),
     };
     let state = handlers::ApiState::new(store, opts)
         .await
@@ -325,8 +328,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let compactor = config.compaction_interval.map(|interval| {
         storage::spawn_compactor(store.clone(), interval, COMPACTION_RETAIN, shutdown.clone())
     });
-    let (app, auth) =
-        build_app(store, &config.server, config.watch_cache_size, auth, tokens).await?;
+    let kubelet_client = KubeletClientConfig::new(Some(pki.kubelet_client_credentials()))?;
+    let (app, auth) = build_app(
+        store,
+        &config.server,
+        config.watch_cache_size,
+        auth,
+        tokens,
+        kubelet_client,
+    )
+    .await?;
 
     let listener = server::bind(config.server.listen_addr()).await?;
     let local = listener.local_addr().context("read the bound address")?;

@@ -45,6 +45,9 @@ pub struct ApiOptions {
     /// Service-account token keys and settings; `None` turns TokenRequest and service-account
     /// token authentication off.
     pub service_account_tokens: Option<Arc<ServiceAccountTokens>>,
+    /// How to reach kubelets for `pods/log`, `exec`, `attach` and `portforward`; `None`
+    /// connects without a client certificate.
+    pub kubelet_client: Option<crate::apiserver::node_proxy::KubeletClientConfig>,
 }
 
 impl Default for ApiOptions {
@@ -56,6 +59,7 @@ impl Default for ApiOptions {
             watch_cache_size: CacherConfig::default().event_buffer,
             authenticator: Authenticator::default(),
             service_account_tokens: None,
+            kubelet_client: None,
         }
     }
 }
@@ -218,6 +222,10 @@ pub struct Call {
     pub body: Bytes,
     /// The authenticated user, when the auth layer ran.
     pub user: Option<UserInfo>,
+    /// The request URI (multi-valued query parameters such as exec's `command`).
+    pub uri: axum::http::Uri,
+    /// The request's extensions (hyper's pending upgrade for exec, attach, port-forward).
+    pub extensions: axum::http::Extensions,
 }
 
 impl Call {
@@ -274,6 +282,8 @@ async fn resource(st: Arc<ApiState>, req: Request) -> ApiResult<Response> {
         method: parts.method.clone(),
         query: Query::parse(parts.uri.query())?,
         user: parts.extensions.get::<UserInfo>().cloned(),
+        uri: parts.uri,
+        extensions: parts.extensions,
         headers: parts.headers,
         body,
         target,

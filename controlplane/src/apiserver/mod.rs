@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod discovery;
 pub mod handlers;
+pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;

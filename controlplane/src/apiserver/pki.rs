@@ -33,6 +33,8 @@ pub const CLUSTER_NAME: &str = "oxlet";
 pub const ADMIN_USER: &str = "kubernetes-admin";
 /// The admin user's group, bound to cluster-admin by upstream's default RBAC.
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The user the API server presents to kubelets (kubeadm's `apiserver-kubelet-client`).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// DNS names every serving certificate carries: the in-cluster names of the `kubernetes`
 /// Service (as kube-apiserver's `DefaultServiceIPRange` alternate names) and `localhost`.
@@ -159,6 +161,7 @@ pub struct Pki {
     issuer: Issuer<'static, KeyPair>,
     serving_cert_pem: String,
     serving_key_pem: String,
+    kubelet_client: ClientCredentials,
 }
 
 impl std::fmt::Debug for Pki {
@@ -210,6 +213,10 @@ impl Pki {
             issuer,
             serving_cert_pem: String::new(),
             serving_key_pem: String::new(),
+            kubelet_client: ClientCredentials {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
         };
 
         let wanted = opts.serving_sans();
@@ -243,6 +250,20 @@ impl Pki {
                 creds
             }
         };
+        // The API server's identity toward kubelets (logs, exec, port-forward), as kubeadm's
+        // apiserver-kubelet-client; system:masters so an authorizing kubelet lets it in.
+        let kc_crt = pki.dir.join("apiserver-kubelet-client.crt");
+        let kc_key = pki.dir.join("apiserver-kubelet-client.key");
+        pki.kubelet_client = match pki.reusable_leaf(&kc_crt, &kc_key, |_| true)? {
+            Some((cert_pem, key_pem)) => ClientCredentials { cert_pem, key_pem },
+            None => {
+                let creds = pki.issue_client_cert(KUBELET_CLIENT_USER, &[ADMIN_GROUP])?;
+                write_file(&kc_key, creds.key_pem.as_bytes(), 0o600)?;
+                write_file(&kc_crt, creds.cert_pem.as_bytes(), 0o644)?;
+                creds
+            }
+        };
+
         let admin_kubeconfig = pki.admin_kubeconfig_path();
         let text = pki.kubeconfig_text(&admin_kubeconfig, ADMIN_USER, &admin)?;
         if std::fs::read_to_string(&admin_kubeconfig).ok().as_deref() != Some(text.as_str()) {
@@ -287,6 +308,12 @@ impl Pki {
     /// The serving certificate's private key, PEM (PKCS#8).
     pub fn serving_key_pem(&self) -> &str {
         &self.serving_key_pem
+    }
+
+    /// The certificate and key the API server presents to kubelets
+    /// (`apiserver-kubelet-client.crt`/`.key`).
+    pub fn kubelet_client_credentials(&self) -> &ClientCredentials {
+        &self.kubelet_client
     }
 
     /// `<data_dir>/pki/ca.crt`.

@@ -35,10 +35,7 @@ pub async fn handle(st: &ApiState, call: &Call, sub: &str) -> ApiResult<Response
         ("finalize", Method::PUT) => finalize(st, call, &name).await,
         ("approval", Method::PUT) => handlers::update(st, call, Some("status")).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
-            Err(ApiError::unavailable(format!(
-            "{}/{sub} is proxied to the node's kubelet, which this server does not connect to yet",
-            res.plural
-        )))
+            crate::apiserver::node_proxy::handle(st, call, sub).await
         }
         ("token", Method::POST) if res.plural == "serviceaccounts" => {
             crate::apiserver::serviceaccount_token::token_request(st, call, &name).await
