@@ -28,7 +28,7 @@ enum Command {
     /// Run the bundled control plane (API server, store, scheduler, controllers).
     Server(cmd::server::Args),
     /// Run the kubelet against any API server.
-    Kubelet(cmd::pending::Args),
+    Kubelet(cmd::kubelet::Args),
     /// Run the service proxy (nftables or iptables) against any API server.
     Proxy(cmd::proxy::Args),
     /// Run the node half: a managed containerd, the kubelet and the proxy.
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
-            Command::Kubelet(_) => cmd::pending::run("kubelet", "the kubelet issue"),
+            Command::Kubelet(args) => cmd::kubelet::run(args).await,
             Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Agent(_) => cmd::pending::run("agent", "the kubelet issue"),
             Command::Standalone(_) => cmd::pending::run("standalone", "the kubelet issue"),

@@ -30,12 +30,22 @@ fn version_names_version_commit_and_kubernetes_api() {
 
 #[test]
 fn unbuilt_components_refuse_clearly() {
-    for sub in ["kubelet", "agent", "standalone"] {
+    for sub in ["agent", "standalone"] {
         let out = oxlet(&[sub, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(69), "{sub}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not implemented yet"), "{sub}: {err}");
     }
+}
+
+#[test]
+fn kubelet_rejects_bad_flags_before_starting() {
+    let out = oxlet(&["kubelet", "--register-with-taints", "a=b:Sometimes"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid effect"), "{err}");
+    let out = oxlet(&["kubelet", "--cni-config", "maybe"]);
+    assert_eq!(out.status.code(), Some(64));
 }
 
 #[test]

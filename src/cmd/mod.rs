@@ -4,5 +4,7 @@ pub mod crictl;
 pub mod images;
 pub mod pending;
 pub mod proxy;
+pub mod kubelet;
 pub mod server;
+pub mod signals;
 pub mod version;

@@ -103,21 +103,6 @@ async fn client(config: &Config) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(kube_config).context("build the API client")
 }
 
-fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        token.cancel();
-    });
-    Ok(())
-}
-
 /// Runs the proxy (or `--cleanup`).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = match load(&args) {
@@ -141,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let client = client(&config).await?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    super::signals::spawn_signal_handler(shutdown.clone())?;
     oxlet_proxy::run(config, client, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
