@@ -72,7 +72,7 @@ impl LogOptions {
     /// Parses a query string (`follow=true&tailLines=10&…`). Errors are upstream's
     /// validation messages (`tailLines: must be greater than or equal to 0`).
     pub fn from_query(query: Option<&str>) -> Result<Self, String> {
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query.unwrap_or(""))?;
+        let pairs: Vec<(String, String)> = query_pairs(query.unwrap_or(""))?;
         let mut opts = LogOptions::default();
         let mut since_seconds = None;
         let mut since_time = None;
@@ -140,7 +140,8 @@ impl LogOptions {
     }
 }
 
-fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+/// A query string as decoded `key=value` pairs, in order.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));

@@ -35,21 +35,22 @@ pub struct NetnsKubelet {
     pub netns_addr: SocketAddr,
     cancel: CancellationToken,
     thread: Option<JoinHandle<Result<()>>>,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
 }
 
 impl NetnsKubelet {
     /// Starts a kubelet server for `env`'s containerd; with `client_ca`, clients must present
     /// certificates it signed.
     pub fn start(env: &RuntimeEnv, client_ca: Option<PathBuf>) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("oxt-kls-").tempdir()?;
+        // In the environment's scratch dir, removed with it.
+        let dir = env.scratch.path().join("kubelet");
         let host = std::net::TcpListener::bind("127.0.0.1:0").context("bind forwarder")?;
         host.set_nonblocking(true)?;
         let host_addr = host.local_addr()?;
         let endpoint = env.containerd.endpoint();
         let cancel = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr>>();
-        let mut config = ServerConfig::new(NODE_NAME, dir.path().join("pki"));
+        let mut config = ServerConfig::new(NODE_NAME, dir.join("pki"));
         config.bind = "127.0.0.1:0".parse()?;
         config.healthz_port = None;
         config.node_ips = vec!["127.0.0.1".parse()?];
@@ -111,7 +112,7 @@ impl NetnsKubelet {
 
     /// The directory holding `pki/kubelet.crt`.
     pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Stops the server and waits for its thread; reports how it ended.
