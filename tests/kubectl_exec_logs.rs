@@ -112,12 +112,9 @@ async fn pod(
     server: &TestServer,
     env: &RuntimeEnv,
     name: &str,
-    containers: &[(&str, &str)],
+    containers: &[serde_json::Value],
 ) -> Result<(String, api::PodSandboxConfig)> {
-    let list: Vec<serde_json::Value> = containers
-        .iter()
-        .map(|(c, image)| serde_json::json!({"name": c, "image": image}))
-        .collect();
+    let list = containers;
     let manifest = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -195,7 +192,13 @@ async fn kubectl_logs_exec_and_port_forward() -> Result<()> {
     .await?;
 
     // Logs.
-    let (logs_sb, logs_pod) = pod(&server, &env, "logs", &[("app", "busybox")]).await?;
+    let (logs_sb, logs_pod) = pod(
+        &server,
+        &env,
+        "logs",
+        &[serde_json::json!({"name": "app", "image": "busybox"})],
+    )
+    .await?;
     let first = label_container(
         container_config(
             "app",
@@ -312,17 +315,42 @@ async fn kubectl_logs_exec_and_port_forward() -> Result<()> {
 
     // Exec: kubectl 1.33 tries WebSocket v5 first; containerd refuses it and kubectl falls
     // back to SPDY through the same chain.
-    let (echo_sb, echo_pod) = pod(&server, &env, "echo", &[("web", "oxlet/echoserver")]).await?;
+    let (echo_sb, echo_pod) = pod(
+        &server,
+        &env,
+        "echo",
+        &[
+            serde_json::json!({"name": "web", "image": "oxlet/echoserver"}),
+            serde_json::json!({"name": "reader", "image": "busybox", "stdin": true, "stdinOnce": true}),
+        ],
+    ).await?;
     let web = label_container(container_config("web", ECHOSERVER_REF, &[]), &echo_pod, 0);
     let web_id = run_container(&env.cri, &echo_sb, &echo_pod, &web).await?;
     wait_container(&env.cri, &web_id, "running", running).await?;
+    let mut reader = label_container(
+        container_config(
+            "reader",
+            BUSYBOX_REF,
+            &["sh", "-c", "while read l; do echo got:$l; done; echo bye"],
+        ),
+        &echo_pod,
+        0,
+    );
+    reader.stdin = true;
+    reader.stdin_once = true;
+    let reader_id = run_container(&env.cri, &echo_sb, &echo_pod, &reader).await?;
+    wait_container(&env.cri, &reader_id, "running", running).await?;
     assert_eq!(
-        kubectl_ok(&server, &["exec", "echo", "--", "cat", "/etc/hostname"]).await?,
+        kubectl_ok(
+            &server,
+            &["exec", "echo", "-c", "web", "--", "cat", "/etc/hostname"]
+        )
+        .await?,
         "echo\n"
     );
     let run = kubectl(
         &server,
-        &["exec", "-i", "echo", "--", "cat"],
+        &["exec", "-i", "echo", "-c", "web", "--", "cat"],
         Some("hello\nworld\n"),
     )
     .await?;
@@ -334,7 +362,16 @@ async fn kubectl_logs_exec_and_port_forward() -> Result<()> {
     );
     let run = kubectl(
         &server,
-        &["exec", "echo", "--", "sh", "-c", "echo oops >&2; exit 7"],
+        &[
+            "exec",
+            "echo",
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo oops >&2; exit 7",
+        ],
         None,
     )
     .await?;
@@ -348,6 +385,22 @@ async fn kubectl_logs_exec_and_port_forward() -> Result<()> {
         "{}",
         run.stderr
     );
+
+    // Attach: stdin reaches the running process; closing it (stdinOnce) ends the process and
+    // with it the session.
+    let run = kubectl(
+        &server,
+        &["attach", "-i", "echo", "-c", "reader"],
+        Some("ping\n"),
+    )
+    .await?;
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "got:ping\nbye\n"),
+        "{}",
+        run.stderr
+    );
+    wait_container(&env.cri, &reader_id, "exited", exited).await?;
 
     // Port-forward: kubectl's WebSocket tunnel attempt is refused, SPDY carries the traffic.
     let mut pf = tokio::process::Command::new(KUBECTL)
