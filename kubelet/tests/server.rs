@@ -497,6 +497,70 @@ async fn container_logs() -> Result<()> {
         client.get("/healthz").await?,
         (StatusCode::OK, "ok".to_string())
     );
+
+    // Rotation while following: the kubelet renames the file and asks the runtime to
+    // reopen it; the follower carries on in the new file.
+    let talker = label_container(
+        sh(
+            "talker",
+            BUSYBOX_REF,
+            "while [ ! -e /tmp/stop ]; do \
+               if [ -e /tmp/say ]; then cat /tmp/say; rm /tmp/say; fi; sleep 0.1; \
+             done",
+        ),
+        &pod,
+        0,
+    );
+    let talker_id = run_container(&env.cri, &sandbox, &pod, &talker).await?;
+    let say = |text: &str| {
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("echo {text} > /tmp/say.new && mv /tmp/say.new /tmp/say"),
+        ];
+        let cri = &env.cri;
+        let id = talker_id.clone();
+        async move {
+            let r = cri.exec_sync(&id, &cmd, Duration::from_secs(30)).await?;
+            anyhow::ensure!(r.exit_code == 0, "exec failed: {r:?}");
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    let resp = client
+        .send("GET", "/containerLogs/default/logs/talker?follow=true", &[])
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    say("before").await?;
+    read_body_until(&mut body, &mut got, "before\n").await?;
+    let log = env
+        .cri
+        .container_status(&talker_id, false)
+        .await?
+        .status
+        .context("status")?
+        .log_path;
+    std::fs::rename(&log, format!("{log}.20240101-000000"))?;
+    env.cri.reopen_container_log(&talker_id).await?;
+    say("after").await?;
+    read_body_until(&mut body, &mut got, "before\nafter\n").await?;
+    // Only the current file is read when not following, as upstream.
+    assert_eq!(
+        client.get("/containerLogs/default/logs/talker").await?,
+        (StatusCode::OK, "after\n".to_string())
+    );
+    env.cri
+        .exec_sync(
+            &talker_id,
+            &["touch".to_string(), "/tmp/stop".to_string()],
+            Duration::from_secs(30),
+        )
+        .await?;
+    let end = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .context("follow did not end after the container exited")?;
+    assert!(end.is_none(), "unexpected data after exit: {end:?}");
     Ok(())
 }
 
