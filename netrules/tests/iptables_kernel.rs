@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use common::netns::*;
+use common::topo::*;
 use common::*;
 use oxlet_netrules::apply::iptables::Iptables;
 use oxlet_netrules::apply::Command;
@@ -49,7 +49,7 @@ fn iptables_rules_balance_reject_nodeport_pin_and_clean_up() -> Result<()> {
     // Applying twice keeps one jump per built-in chain (idempotent).
     rt.block_on(ipt.apply(&rules, Some(&rules)))
         .context("second apply")?;
-    let saved = topo.node.run(&["iptables-save", "-t", "nat"])?;
+    let saved = sh(&topo.node, &["iptables-save", "-t", "nat"])?;
     ensure!(
         saved.matches("-A PREROUTING -j OXLET-SERVICES").count() == 1,
         "{saved}"
@@ -101,7 +101,7 @@ fn iptables_rules_balance_reject_nodeport_pin_and_clean_up() -> Result<()> {
         .filter(|c| !rules2.nat.chains.contains(c))
         .collect();
     ensure!(gone.len() == 1, "{gone:?}");
-    let saved = topo.node.run(&["iptables-save", "-t", "nat"])?;
+    let saved = sh(&topo.node, &["iptables-save", "-t", "nat"])?;
     ensure!(
         !saved.contains(gone[0].as_str()),
         "{} still present:\n{saved}",
@@ -110,7 +110,7 @@ fn iptables_rules_balance_reject_nodeport_pin_and_clean_up() -> Result<()> {
 
     rt.block_on(ipt.cleanup()).context("cleanup")?;
     for table in ["nat", "filter"] {
-        let saved = topo.node.run(&["iptables-save", "-t", table])?;
+        let saved = sh(&topo.node, &["iptables-save", "-t", table])?;
         ensure!(
             !saved.contains("OXLET"),
             "{table} still has our rules:\n{saved}"

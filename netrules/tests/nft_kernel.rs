@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use common::netns::*;
+use common::topo::*;
 use common::*;
 use oxlet_netrules::apply::nft::Nft;
 use oxlet_netrules::apply::Command;
@@ -57,8 +57,7 @@ fn nft_rules_balance_reject_nodeport_and_pin_clients() -> Result<()> {
         "missing chains: {:?}",
         rules.missing_from_listing(&listing)
     );
-    topo.node
-        .run_stdin(&["nft", "-c", "-f", "-"], &listing)
+    sh_stdin(&topo.node, &["nft", "-c", "-f", "-"], &listing)
         .context("listing does not parse back")?;
 
     // ClusterIP from a client outside the cluster: both backends answer.
@@ -165,8 +164,8 @@ fn nft_partial_sync_removes_an_endpoint_and_cleanup_leaves_nothing() -> Result<(
 
     // Tampering is visible: someone recreates our table empty behind our back.
     let chain = oxlet_netrules::names::service_chain(&spn("default", "web"));
-    topo.node.run(&["nft", "delete", "table", "ip", "oxlet"])?;
-    topo.node.run(&["nft", "add", "table", "ip", "oxlet"])?;
+    sh(&topo.node, &["nft", "delete", "table", "ip", "oxlet"])?;
+    sh(&topo.node, &["nft", "add", "table", "ip", "oxlet"])?;
     let listing = rt.block_on(nft.list_table(Family::V4))?;
     let missing = render(&m3, Family::V4).missing_from_listing(&listing);
     ensure!(
@@ -175,7 +174,7 @@ fn nft_partial_sync_removes_an_endpoint_and_cleanup_leaves_nothing() -> Result<(
     );
 
     rt.block_on(nft.cleanup())?;
-    let tables = topo.node.run(&["nft", "list", "tables"])?;
+    let tables = sh(&topo.node, &["nft", "list", "tables"])?;
     ensure!(!tables.contains("oxlet"), "tables left: {tables}");
     // Cleanup of nothing is not an error.
     rt.block_on(nft.cleanup())?;
@@ -187,7 +186,7 @@ fn nft_partial_sync_removes_an_endpoint_and_cleanup_leaves_nothing() -> Result<(
 
 #[test]
 fn nft_error_carries_stderr() -> Result<()> {
-    let ns = Netns::new("err")?;
+    let ns = oxlet_e2e::netns::Netns::new("nre")?;
     let nft = Nft::new(Command::in_netns(&ns.path()));
     let err = rt()?
         .block_on(nft.run_script("add rule ip oxlet nowhere accept\n"))

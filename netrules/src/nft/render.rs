@@ -181,8 +181,8 @@ impl<'a> Ctx<'a> {
             "reject".to_owned(),
         ];
         vec![
-            // Filter chains run before DNAT (priority dstnat - 10) so that they see the
-            // service address, as upstream.
+            // Input and forward come after prerouting's DNAT anyway; the priority only
+            // orders them before other filter chains, as upstream.
             hooked(
                 "filter-input",
                 "type filter hook input priority -110",
@@ -193,9 +193,13 @@ impl<'a> Ctx<'a> {
                 "type filter hook forward priority -110",
                 vec![check.clone()],
             ),
+            // The node's own traffic is checked after the output DNAT (dstnat + 10): what an
+            // external chain short-circuits to the cluster endpoints (Local policy without
+            // local endpoints) is already DNATed and must not be dropped. Only packets no
+            // rule DNATed still carry the service address here.
             hooked(
                 "filter-output",
-                "type filter hook output priority -110",
+                "type filter hook output priority -90",
                 vec![check],
             ),
             // nft 1.0.6 rejects `priority dstnat` for the nat output hook: numbers everywhere.

@@ -1,7 +1,7 @@
 //! Shared by the integration tests: the address plan, model builders and golden comparison.
 #![allow(dead_code)]
 
-pub mod netns;
+pub mod topo;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
