@@ -120,7 +120,8 @@ pub fn credentials_for(image: &str, secrets: &[Secret]) -> Vec<api::AuthConfig> 
             out.push(api::AuthConfig {
                 username,
                 password,
-                server_address: key.clone(),
+                // containerd parses this as a URL and compares its host with the image's.
+                server_address: format!("https://{khost}"),
                 identity_token: get("identitytoken"),
                 registry_token: get("registrytoken"),
                 ..Default::default()

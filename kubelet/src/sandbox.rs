@@ -74,7 +74,7 @@ pub fn sandbox_config(
     let (dns, warnings) =
         pod_dns_config(pod, &opts.cluster_dns, &opts.cluster_domain, host.as_ref());
     for w in warnings {
-        tracing::warn!(pod = %format!("{namespace}/{name}"), reason = "DNSConfigForming", "{w}");
+        tracing::debug!(pod = %format!("{namespace}/{name}"), reason = "DNSConfigForming", "{w}");
     }
 
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
