@@ -5,6 +5,7 @@
 
 #[cfg(feature = "apply")]
 pub mod apply;
+pub mod conntrack;
 pub mod error;
 pub mod iptables;
 pub mod model;

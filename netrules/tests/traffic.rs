@@ -1,7 +1,8 @@
 //! Real packets through the rendered rules, each scenario in both modes (nftables and
 //! iptables): external and LoadBalancer IPs, Local traffic policy (drop without local
 //! endpoints, client source kept), terminating endpoints, IPv6 and dual-stack, established
-//! connections across a full resync, and cleanup of both families. Each test builds its own
+//! connections across a full resync, stale UDP conntrack entries, and cleanup of both
+//! families. Each test builds its own
 //! namespaces (`common::topo`); nothing touches the host's ruleset.
 
 mod common;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use common::topo::*;
 use common::*;
-use oxlet_netrules::{Endpoint, Model, ServicePort};
+use oxlet_netrules::apply::conntrack::Conntrack;
+use oxlet_netrules::apply::Command;
+use oxlet_netrules::{Endpoint, Family, Model, Protocol, ServicePort, ServicePortName};
 
 /// The topology's model: node addresses of both families, pods in 10.0.0.0/8 and fd00:10::/32.
 fn topo_model() -> Model {
@@ -350,4 +353,86 @@ fn established_connections_survive_a_full_resync_nft() -> Result<()> {
 #[test]
 fn established_connections_survive_a_full_resync_iptables() -> Result<()> {
     established_connections_survive_a_full_resync(Mode::Iptables)
+}
+
+fn stale_udp_flows_are_cleaned(mode: Mode) -> Result<()> {
+    let topo = Topology::new()?;
+    let mut rules = Rules::new(mode, &topo.node);
+    let name = ServicePortName::new("ns", "dns", "dns", Protocol::Udp);
+    let with = |v4: &str, v6: &str| {
+        let mut m = topo_model();
+        let mut s = port(
+            &["172.30.0.70", "fd00:30::70"],
+            53,
+            vec![ep(v4, UDP_PORT), ep(v6, UDP_PORT)],
+        );
+        s.node_port = Some(30070);
+        m.services.insert(name.clone(), s);
+        m
+    };
+    let conntrack = Conntrack::new(Command::in_netns(&topo.node.path()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    let first = with(B1, B1_6);
+    rules.apply(&first)?;
+    // Fixed client ports: every datagram of a client is one flow, one conntrack entry.
+    let targets = [
+        ("192.168.0.2:4000", "172.30.0.70:53"),
+        ("192.168.0.2:4001", "192.168.0.1:30070"),
+        ("[fd00:168::2]:4000", "[fd00:30::70]:53"),
+    ];
+    let mut clients = Vec::new();
+    for (local, to) in targets {
+        let c = UdpClient::bind(&topo.client, addr(local))?;
+        let answer = c.ask(addr(to))?;
+        ensure!(
+            answer.as_deref().is_some_and(|a| a.starts_with("b1 ")),
+            "{to}: {answer:?}"
+        );
+        clients.push((c, to));
+    }
+    // Nothing stale while the endpoint serves.
+    for family in [Family::V4, Family::V6] {
+        ensure!(rt.block_on(conntrack.clean_stale(&first, family))? == 0);
+    }
+
+    // The endpoint moves to b2: the old flows still go to b1 (the problem cleanup solves)…
+    let second = with(B2, B2_6);
+    rules.apply(&second)?;
+    for (c, to) in &clients {
+        let answer = c.ask(addr(to))?;
+        ensure!(
+            answer.as_deref().is_some_and(|a| a.starts_with("b1 ")),
+            "{to} before cleanup: {answer:?}"
+        );
+    }
+    // …until their entries are deleted: the same flows then reach b2.
+    let v4 = rt.block_on(conntrack.clean_stale(&second, Family::V4))?;
+    let v6 = rt.block_on(conntrack.clean_stale(&second, Family::V6))?;
+    ensure!(v4 >= 2 && v6 >= 1, "deletions: v4 {v4}, v6 {v6}");
+    for (c, to) in &clients {
+        let answer = c.ask(addr(to))?;
+        ensure!(
+            answer.as_deref().is_some_and(|a| a.starts_with("b2 ")),
+            "{to} after cleanup: {answer:?}"
+        );
+    }
+    let left = rt.block_on(conntrack.list_udp(Family::V4))?;
+    ensure!(
+        left.iter().all(|e| e.reply_src != ip(B1)),
+        "entries to b1 left: {left:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn stale_udp_flows_are_cleaned_nft() -> Result<()> {
+    stale_udp_flows_are_cleaned(Mode::Nft)
+}
+
+#[test]
+fn stale_udp_flows_are_cleaned_iptables() -> Result<()> {
+    stale_udp_flows_are_cleaned(Mode::Iptables)
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod proxier;
 pub mod run;
 pub mod service_change_tracker;
+pub mod service_health;
 pub mod sync_runner;
 
 pub use config::{Config, KubeProxyConfiguration, Overrides, ProxyMode};

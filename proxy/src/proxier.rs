@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::Store;
+use oxlet_netrules::apply::conntrack::Conntrack;
 use oxlet_netrules::apply::iptables::Iptables;
 use oxlet_netrules::apply::nft::Nft;
 use oxlet_netrules::apply::Command;
@@ -28,6 +29,7 @@ use crate::healthz::ProxyHealth;
 use crate::metrics::{unix_now, Metrics};
 use crate::model::{self, NodeInfo};
 use crate::service_change_tracker::ServiceChangeTracker;
+use crate::service_health::{health_check_ports, local_ready_endpoints, ServiceHealthServer};
 use crate::sync_runner::SyncReason;
 
 /// The stores a sync reads.
@@ -54,6 +56,7 @@ pub struct Proxier {
     endpoint_changes: Arc<EndpointsChangeTracker>,
     metrics: Metrics,
     health: Arc<ProxyHealth>,
+    service_health: Option<Arc<ServiceHealthServer>>,
     families: BTreeSet<Family>,
     nft_applied: BTreeMap<Family, Ruleset>,
     ipt_applied: BTreeMap<Family, IptablesRules>,
@@ -95,12 +98,19 @@ impl Proxier {
             endpoint_changes,
             metrics,
             health,
+            service_health: None,
             families: [Family::V4].into(),
             nft_applied: BTreeMap::new(),
             ipt_applied: BTreeMap::new(),
             need_full: true,
             sync_id: 0,
         }
+    }
+
+    /// Also keeps the healthCheckNodePort servers in line with each successful sync.
+    pub fn with_service_health(mut self, servers: Arc<ServiceHealthServer>) -> Self {
+        self.service_health = Some(servers);
+        self
     }
 
     /// Runs one sync; returns whether the rules are now what the stores say.
@@ -224,6 +234,7 @@ impl Proxier {
                             .observe(d.as_secs_f64());
                     }
                 }
+                self.after_sync(&model).await;
                 tracing::info!(
                     services = summary.services,
                     endpoints = summary.endpoints,
@@ -246,6 +257,36 @@ impl Proxier {
                 };
                 tracing::error!(%err, "sync failed, the next sync is full");
                 false
+            }
+        }
+    }
+
+    /// What follows a successful sync, as upstream's `syncProxyRules` tail: health check
+    /// servers and stale UDP flows. Failures here are logged; the rules are in place.
+    async fn after_sync(&self, model: &Model) {
+        if let Some(servers) = &self.service_health {
+            // As upstream: every address without nodePortAddresses, else the selected ones.
+            let addresses = if self.nodeport_config.is_empty() {
+                Vec::new()
+            } else {
+                model.nodeport_addresses.clone()
+            };
+            servers.set_addresses(addresses);
+            servers.sync_services(&health_check_ports(model)).await;
+            servers.sync_endpoints(&local_ready_endpoints(model));
+        }
+        let conntrack = Conntrack::new(self.cmd.clone());
+        for family in &self.families {
+            // Listing conntrack costs; a model without UDP services has nothing to clean.
+            if !oxlet_netrules::conntrack::has_udp(model, *family) {
+                continue;
+            }
+            match conntrack.clean_stale(model, *family).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(family = ?family, deleted, "deleted stale UDP conntrack entries")
+                }
+                Err(err) => tracing::warn!(family = ?family, %err, "conntrack cleanup failed"),
             }
         }
     }

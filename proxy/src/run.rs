@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::model;
 use crate::proxier::{Proxier, Stores};
 use crate::service_change_tracker::ServiceChangeTracker;
+use crate::service_health::ServiceHealthServer;
 use crate::sync_runner::{SyncRunner, Trigger};
 
 /// How long tasks get to finish after shutdown.
@@ -236,24 +238,49 @@ pub async fn run_with_registry(
     let outcome = match outcome {
         Ok(()) if !token.is_cancelled() => {
             tracing::info!(node = %node_name, mode = config.mode.as_str(), "caches synced, programming rules");
-            let proxier = Arc::new(tokio::sync::Mutex::new(Proxier::new(
-                &config,
+            let recorder = Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "kube-proxy".into(),
+                    instance: Some(node_name.clone()),
+                },
+            );
+            let service_health = Arc::new(ServiceHealthServer::new(
                 node_name.clone(),
-                cmd,
-                stores,
-                service_changes,
-                endpoint_changes,
-                metrics,
-                health,
-            )));
+                health.clone(),
+                Some(recorder),
+                config.netns.clone(),
+                token.child_token(),
+            ));
+            let proxier = Arc::new(tokio::sync::Mutex::new(
+                Proxier::new(
+                    &config,
+                    node_name.clone(),
+                    cmd,
+                    stores,
+                    service_changes,
+                    endpoint_changes,
+                    metrics,
+                    health,
+                )
+                .with_service_health(service_health.clone()),
+            ));
             let sync = runner.run(token.clone(), move |reason| {
                 let proxier = proxier.clone();
                 async move { proxier.lock().await.sync(reason).await }
             });
-            tokio::select! {
+            let outcome = tokio::select! {
                 _ = sync => Ok(()),
                 Some(ended) = tasks.join_next() => task_ended(&token, ended),
+            };
+            token.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, service_health.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("health check servers still had open connections at shutdown");
             }
+            outcome
         }
         other => other,
     };

@@ -122,3 +122,129 @@ async fn partial_syncs_and_repair_after_tampering() {
     let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     assert!(table.contains("10.0.1.2"), "{table}");
 }
+
+/// A plain HTTP GET from inside `ns`: (status, body), or the connect error.
+fn http_get_in(ns: &Netns, port: u16) -> std::io::Result<(u16, String)> {
+    ns.run_in(move || -> std::io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(s, "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let head_end = out.find("\r\n\r\n").unwrap_or(out.len());
+        assert!(
+            out[..head_end]
+                .to_ascii_lowercase()
+                .contains("x-content-type-options: nosniff"),
+            "{out}"
+        );
+        Ok((code, out[head_end..].trim().to_string()))
+    })
+    .expect("thread in the test namespace")
+}
+
+fn lb_service(policy: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns1", "name": "web"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "172.30.0.41",
+                 "externalTrafficPolicy": policy, "healthCheckNodePort": 32100,
+                 "ports": [{"name": "http", "port": 80, "nodePort": 30080}]},
+    }))
+    .expect("service")
+}
+
+fn slice_on(node: &str) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns1", "name": "web-1",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.0.1.1"], "nodeName": node,
+                       "conditions": {"ready": true}}],
+    }))
+    .expect("slice")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_node_port_follows_local_endpoints() {
+    use oxlet_proxy::service_health::ServiceHealthServer;
+    let ns = Netns::new("pxh").expect("create a test netns (needs root)");
+    let (services, mut svc_writer): (_, Writer<Service>) = reflector::store();
+    let (slices, mut slice_writer): (_, Writer<EndpointSlice>) = reflector::store();
+    let (nodes, _node_writer): (_, Writer<Node>) = reflector::store();
+    svc_writer.apply_watcher_event(&Event::Apply(lb_service("Local")));
+    slice_writer.apply_watcher_event(&Event::Apply(slice_on("node-b")));
+
+    let mut file = KubeProxyConfiguration {
+        mode: Some("nftables".into()),
+        ..Default::default()
+    };
+    file.set_defaults();
+    let config = file.validate().expect("valid config");
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Arc::new(ProxyHealth::new(config.sync_period * 2));
+    let token = tokio_util::sync::CancellationToken::new();
+    let servers = Arc::new(ServiceHealthServer::new(
+        "node-a".into(),
+        health.clone(),
+        None,
+        Some(ns.path()),
+        token.clone(),
+    ));
+    let mut proxier = Proxier::new(
+        &config,
+        "node-a".into(),
+        NetCommand::in_netns(&ns.path()),
+        Stores {
+            services,
+            slices,
+            nodes,
+        },
+        Arc::new(ServiceChangeTracker::new()),
+        Arc::new(EndpointsChangeTracker::new()),
+        metrics,
+        health.clone(),
+    )
+    .with_service_health(servers.clone());
+
+    // The only endpoint runs on another node: this node fails the check.
+    assert!(proxier.sync(SyncReason::Initial).await);
+    let (code, body) = http_get_in(&ns, 32100).expect("health check port open");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body,
+        r#"{"service":{"namespace":"ns1","name":"web"},"localEndpoints":0,"serviceProxyHealthy":true}"#
+    );
+
+    // The endpoint moves here: 200.
+    slice_writer.apply_watcher_event(&Event::Apply(slice_on("node-a")));
+    assert!(proxier.sync(SyncReason::Change).await);
+    let (code, body) = http_get_in(&ns, 32100).expect("health check port open");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""localEndpoints":1"#), "{body}");
+
+    // Cluster policy: no health check any more, the port is closed.
+    svc_writer.apply_watcher_event(&Event::Apply(lb_service("Cluster")));
+    assert!(proxier.sync(SyncReason::Change).await);
+    assert!(servers.ports().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match http_get_in(&ns, 32100) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "port still answers: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    servers.shutdown().await;
+}
