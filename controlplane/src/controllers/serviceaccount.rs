@@ -95,5 +95,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
             }
         }
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // The deletion trigger comes through another watch than the store, so it can beat the
+    // store's update; a short resync that reads only the local store closes that gap.
+    Ok(Action::requeue(Duration::from_secs(5)))
 }
