@@ -171,6 +171,11 @@ impl NodeEnv {
         Ok(())
     }
 
+    /// The kubelet's PID (for RSS and CPU readings).
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.as_ref().map(|c| c.id())
+    }
+
     /// The kubelet's log file.
     pub fn kubelet_log_path(&self) -> PathBuf {
         self.dir.path().join("kubelet.log")
