@@ -2,6 +2,7 @@
 //! private containerd and the kubelet in a test network namespace), pods created through the
 //! API, their status checked through the API and inside the containers through CRI ExecSync.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -455,6 +456,100 @@ async fn thirty_pods_reach_running() -> Result<()> {
         env.wait_pod(ns, &format!("p{i}"), Duration::from_secs(300), |p| phase(p) == "Running")
             .await?;
     }
+    env.check_kubelet()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_authenticate_pulls() -> Result<()> {
+    let mut env = node(
+        "klp",
+        NodeOptions {
+            auth_registry: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let ns = "default";
+    let addr = env.env.auth_registry.as_ref().context("auth registry")?.addr();
+    let image = format!("{addr}/private/busybox:latest");
+    let cfg = json!({"auths": {addr.clone(): {
+        "username": oxlet_e2e::runtime_env::AUTH_USER,
+        "password": oxlet_e2e::runtime_env::AUTH_PASSWORD
+    }}})
+    .to_string();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "regcred"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": cfg}
+            }))?,
+        )
+        .await?;
+    create_pod(&env, ns, json!({
+        "metadata": {"name": "private"},
+        "spec": {"imagePullSecrets": [{"name": "regcred"}],
+                 "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+    }))
+    .await?;
+    create_pod(&env, ns, json!({
+        "metadata": {"name": "nocreds"},
+        "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+    }))
+    .await?;
+    env.wait_pod(ns, "private", WAIT, |p| phase(p) == "Running").await?;
+    let m = wait_event(&env, ns, "private", "Pulled").await?;
+    assert!(m.contains("Successfully pulled image"), "{m}");
+    env.wait_pod(ns, "nocreds", WAIT, |p| {
+        matches!(waiting_reason(p, "c").as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+    })
+    .await?;
+    env.check_kubelet()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_restart_keeps_pods_and_removes_orphans() -> Result<()> {
+    let mut env = node("klk", NodeOptions::default()).await?;
+    let ns = "default";
+    for name in ["keeper", "orphan", "marker"] {
+        create_pod(&env, ns, json!({
+            "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+        }))
+        .await?;
+    }
+    let mut before = HashMap::new();
+    for name in ["keeper", "orphan", "marker"] {
+        let p = env.wait_pod(ns, name, WAIT, |p| phase(p) == "Running").await?;
+        before.insert(name, p);
+    }
+    env.stop_kubelet()?;
+    // While the kubelet is down the pod object goes away for good: its containers are orphans.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    pods.delete("orphan", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await?;
+    env.start_kubelet()?;
+    // A deletion handled after the restart shows the workers are running again.
+    pods.delete("marker", &DeleteParams::default()).await?;
+    env.wait_pod_gone(ns, "marker", Duration::from_secs(90)).await?;
+    let orphan_uid = before["orphan"].metadata.uid.clone().context("uid")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while env.runtime_objects(&orphan_uid).await? > 0 {
+        if Instant::now() > deadline {
+            bail!("orphan's sandbox and containers still in containerd:\n{}", env.kubelet_log());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let keeper = pods.get("keeper").await?;
+    let id = |p: &Pod| container_status(p, "c").and_then(|c| c.container_id.clone());
+    assert_eq!(id(&keeper), id(&before["keeper"]), "keeper's container was restarted");
+    assert_eq!(container_status(&keeper, "c").map(|c| c.restart_count), Some(0));
+    assert_eq!(phase(&keeper), "Running");
     env.check_kubelet()?;
     Ok(())
 }
