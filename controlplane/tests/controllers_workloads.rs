@@ -15,9 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -663,51 +661,151 @@ async fn endpointslices_follow_readiness() -> Result<()> {
     Ok(())
 }
 
+/// Creates `n` objects of one kind in `ns` from `make(i)` (a JSON object without namespace).
+async fn create_many(
+    client: &kube::Client,
+    ns: &str,
+    ar: &kube::discovery::ApiResource,
+    n: usize,
+    make: impl Fn(usize) -> Value,
+) -> Result<()> {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    let creates = (0..n).map(|i| {
+        let mut obj = make(i);
+        obj["apiVersion"] = json!(ar.api_version);
+        obj["kind"] = json!(ar.kind);
+        let api = api.clone();
+        async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(obj)?;
+            api.create(&PostParams::default(), &obj)
+                .await
+                .with_context(|| format!("create {}", obj.name_any()))?;
+            anyhow::Ok(())
+        }
+    });
+    let mut stream = futures::stream::iter(creates).buffer_unordered(8);
+    while let Some(r) = stream.next().await {
+        r?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_deletion_removes_everything() -> Result<()> {
+    use kube::api::DynamicObject;
+    use kube::discovery::{verbs, ApiResource, Discovery, Scope};
     let c = start().await?;
     let ns = "doomed";
     create_ns(&c.client, ns).await?;
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), ns);
+    let ar = |group: &str, version: &str, kind: &str, plural: &str| ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() {
+            version.into()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    // 200 objects of eight kinds; the deployments add ReplicaSets and pods, the services
+    // EndpointSlices and Endpoints, the controllers a default ServiceAccount and CA bundle.
+    let name = |p: &str, i: usize| json!({"metadata": {"name": format!("{p}-{i}"), "labels": {"batch": "doomed"}}});
+    type Make = Box<dyn Fn(usize) -> Value>;
+    let kinds: Vec<(ApiResource, usize, Make)> = vec![
+        (
+            ar("", "v1", "ConfigMap", "configmaps"),
+            50,
+            Box::new(move |i| {
+                let mut o = name("cm", i);
+                o["data"] = json!({"k": "v"});
+                o
+            }),
+        ),
+        (
+            ar("", "v1", "Secret", "secrets"),
+            40,
+            Box::new(move |i| {
+                let mut o = name("s", i);
+                o["stringData"] = json!({"k": "v"});
+                o
+            }),
+        ),
+        (
+            ar("", "v1", "Service", "services"),
+            20,
+            Box::new(move |i| {
+                let mut o = name("svc", i);
+                o["spec"] = json!({"selector": {"app": format!("d-{i}")}, "ports": [{"port": 80}]});
+                o
+            }),
+        ),
+        (
+            ar("", "v1", "ServiceAccount", "serviceaccounts"),
+            20,
+            Box::new(move |i| name("sa", i)),
+        ),
+        (
+            ar("", "v1", "Pod", "pods"),
+            20,
+            Box::new(move |i| {
+                let mut o = name("p", i);
+                o["spec"] = json!({"containers": [{"name": "c", "image": "i"}]});
+                o
+            }),
+        ),
+        (
+            ar("apps", "v1", "Deployment", "deployments"),
+            20,
+            Box::new(move |i| {
+                serde_json::to_value(deployment(&format!("d-{i}"), 1, "img", json!({})))
+                    .unwrap_or_default()
+            }),
+        ),
+        (
+            ar("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+            15,
+            Box::new(move |i| {
+                let mut o = name("role", i);
+                o["rules"] = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+                o
+            }),
+        ),
+        (
+            ar(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+            ),
+            15,
+            Box::new(move |i| {
+                let mut o = name("rb", i);
+                o["roleRef"] = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("role-{i}")});
+                o["subjects"] =
+                    json!([{"kind": "ServiceAccount", "name": format!("sa-{i}"), "namespace": ns}]);
+                o
+            }),
+        ),
+    ];
+    let total: usize = kinds.iter().map(|(_, n, _)| n).sum();
+    assert_eq!(total, 200);
+    for (ar, n, make) in &kinds {
+        create_many(&c.client, ns, ar, *n, make).await?;
+    }
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
-    for i in 0..80 {
-        cms.create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": "v"}}),
-            )?,
-        )
-        .await?;
-    }
-    for i in 0..80 {
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(
-                    json!({"metadata": {"name": format!("s-{i}")}, "stringData": {"k": "v"}}),
-                )?,
-            )
-            .await?;
-    }
-    for i in 0..30 {
-        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("p-{i}")}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))?).await?;
-    }
-    for i in 0..10 {
-        deploys
-            .create(
-                &PostParams::default(),
-                &deployment(&format!("d-{i}"), 1, "img", json!({})),
-            )
-            .await?;
-    }
-    eventually("deployment pods created", || async {
-        let n = pods.list(&ListParams::default()).await?.items.len();
+    eventually("deployment pods running", || async {
+        let n = pods
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
         Ok(if n >= 40 {
             Ok(())
         } else {
-            Err(format!("{n} pods"))
+            Err(format!("{n} pods running"))
         })
     })
     .await?;
@@ -726,23 +824,27 @@ async fn namespace_deletion_removes_everything() -> Result<()> {
         })
     })
     .await?;
-    for (what, n) in [
-        (
-            "configmaps",
-            cms.list(&ListParams::default()).await?.items.len(),
-        ),
-        (
-            "secrets",
-            secrets.list(&ListParams::default()).await?.items.len(),
-        ),
-        ("pods", pods.list(&ListParams::default()).await?.items.len()),
-        (
-            "deployments",
-            deploys.list(&ListParams::default()).await?.items.len(),
-        ),
-    ] {
-        assert_eq!(n, 0, "{what} left behind");
+    // Nothing of any namespaced kind the server serves is left in it.
+    let discovery = Discovery::new(c.client.clone()).run().await?;
+    let mut left = Vec::new();
+    let mut kinds_checked = 0;
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) {
+                continue;
+            }
+            kinds_checked += 1;
+            let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), ns, &ar);
+            for o in api.list(&ListParams::default()).await?.items {
+                left.push(format!("{}/{}", ar.plural, o.name_any()));
+            }
+        }
     }
+    assert!(
+        kinds_checked >= 15,
+        "discovery listed {kinds_checked} namespaced kinds"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }
 

@@ -9,3 +9,4 @@ pub mod node_env;
 pub mod registry;
 pub mod runtime_env;
 pub mod server;
+pub mod sim_node;

@@ -55,6 +55,14 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The server's own words for a failed call (its Status message), else the client error.
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether a client error is the server's 409 (conflict or already exists).
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
@@ -143,36 +151,114 @@ pub async fn until_shutdown<F: Future<Output = Result<(), String>>>(
     }
 }
 
-/// A recorder reporting as `controller` (upstream's component names, e.g. `replicaset-controller`).
-pub fn recorder(client: &kube::Client, controller: &str) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: controller.to_string(),
-            instance: None,
-        },
-    )
+/// Most distinct events kept for folding repeats; past it the memory starts afresh.
+const EVENT_KEYS: usize = 4096;
+
+/// Publishes Events for one controller. kube-rs's `Recorder` folds every event with the
+/// same object, reason and action into one series whatever its note, so "Created pod: a"
+/// then "Created pod: b" would show only the first; here, as with upstream's event
+/// correlator, only a repeat of the same note raises a series count and a new note is a new
+/// Event.
+#[derive(Clone)]
+pub struct Events {
+    client: kube::Client,
+    reporter: Reporter,
+    recorders: Arc<std::sync::Mutex<std::collections::HashMap<String, Recorder>>>,
 }
 
-/// Publishes a Normal event about `obj`; failures are logged, never fatal (as upstream's
-/// broadcaster drops events it cannot write).
+impl Events {
+    /// Events reported as `controller` (upstream's component names, e.g.
+    /// `replicaset-controller`).
+    pub fn new(client: &kube::Client, controller: &str) -> Self {
+        Self {
+            client: client.clone(),
+            reporter: Reporter {
+                controller: controller.to_string(),
+                instance: None,
+            },
+            recorders: Arc::default(),
+        }
+    }
+
+    /// Publishes one event about `regarding`; failures are logged, never fatal (as upstream's
+    /// broadcaster drops events it cannot write).
+    pub async fn publish(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let key = format!(
+            "{}/{}/{}/{reason}/{action}/{note}",
+            regarding.uid.as_deref().unwrap_or_default(),
+            regarding.namespace.as_deref().unwrap_or_default(),
+            regarding.name.as_deref().unwrap_or_default(),
+        );
+        let recorder = {
+            let mut map = self.recorders.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= EVENT_KEYS && !map.contains_key(&key) {
+                map.clear();
+            }
+            map.entry(key)
+                .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
+                .clone()
+        };
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&ev, regarding).await {
+            tracing::debug!(error = %err, reason, "event not recorded");
+        }
+    }
+}
+
+/// The event publisher of `controller`.
+pub fn recorder(client: &kube::Client, controller: &str) -> Events {
+    Events::new(client, controller)
+}
+
+/// Publishes a Normal event about `obj`.
 pub async fn event<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
+    recorder: &Events,
     obj: &K,
     reason: &str,
     action: &str,
     note: String,
 ) {
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&ev, &obj.object_ref(&())).await {
-        tracing::debug!(error = %err, reason, "event not recorded");
-    }
+    recorder
+        .publish(
+            &obj.object_ref(&()),
+            EventType::Normal,
+            reason,
+            action,
+            note,
+        )
+        .await;
+}
+
+/// Publishes a Warning event about `obj` (a failed action).
+pub async fn warning<K: Resource<DynamicType = ()>>(
+    recorder: &Events,
+    obj: &K,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    recorder
+        .publish(
+            &obj.object_ref(&()),
+            EventType::Warning,
+            reason,
+            action,
+            note,
+        )
+        .await;
 }
 
 /// The owner reference with `controller: true` in `meta`, if any.

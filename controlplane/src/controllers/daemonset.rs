@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
@@ -32,7 +31,7 @@ struct Ctx {
     client: kube::Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
-    recorder: Recorder,
+    recorder: common::Events,
     expectations: Expectations,
 }
 
@@ -253,8 +252,12 @@ pub struct StatusCounts {
     pub observed_generation: i64,
 }
 
+/// A node's old and updated daemon pod (at most one of each).
+type OldAndNew = (Option<Arc<Pod>>, Option<Arc<Pod>>);
+
 /// Plans one sync (upstream's `manage` + `rollingUpdate` + `updateDaemonSetStatus`): `pods`
-/// are the DaemonSet's, `hash` the current template hash.
+/// are the DaemonSet's, `hash` the current template hash. With `maxSurge`, a new pod starts
+/// beside the old one and the old one goes once the new one is available.
 pub fn plan(
     ds: &DaemonSet,
     nodes: &[Arc<Node>],
@@ -264,6 +267,17 @@ pub fn plan(
 ) -> common::Result<Plan> {
     let spec = ds.spec.clone().unwrap_or_default();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let available = |p: &Pod| common::pod_is_available(p, min_ready, now);
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let ru = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     let mut out = Plan::default();
     for pod in pods {
@@ -283,7 +297,15 @@ pub fn plan(
     }
     let is_updated =
         |p: &Pod| p.labels().get(CONTROLLER_REVISION_HASH).map(String::as_str) == Some(hash);
-    let mut old_on_node: Vec<(String, Arc<Pod>)> = Vec::new();
+    let desired = nodes.iter().filter(|n| should_run(ds, n).0).count();
+    let desired = i32::try_from(desired).unwrap_or(i32::MAX);
+    let max_surge = if rolling {
+        common::scaled_value(ru.and_then(|r| r.max_surge.as_ref()), desired, true, 0)?.max(0)
+    } else {
+        0
+    };
+    // Nodes running the daemon pod, with their old and updated pod (at most one of each).
+    let mut running: Vec<(String, OldAndNew)> = Vec::new();
     let st = &mut out.status;
     for node in nodes {
         let name = node.name_any();
@@ -315,7 +337,6 @@ pub fn plan(
             st.number_misscheduled += 1;
             continue;
         }
-        // One pod per node: keep the oldest, as upstream.
         live.sort_by_key(|p| {
             p.metadata
                 .creation_timestamp
@@ -323,36 +344,53 @@ pub fn plan(
                 .map(|t| t.0.as_second())
                 .unwrap_or(0)
         });
-        out.delete.extend(live[1..].iter().map(|p| p.name_any()));
-        let pod = live[0].clone();
+        // Status reads the oldest pod of the node, as upstream.
+        let first = live[0].clone();
         st.current_number_scheduled += 1;
-        if common::pod_is_ready(&pod) {
+        if common::pod_is_ready(&first) {
             st.number_ready += 1;
         }
-        if common::pod_is_available(&pod, min_ready, now) {
+        if available(&first) {
             st.number_available += 1;
         }
-        if is_updated(&pod) {
+        if is_updated(&first) {
             st.updated_number_scheduled += 1;
-        } else {
-            old_on_node.push((name, pod));
         }
+        let (mut old, mut new) = (None, None);
+        if max_surge > 0 {
+            // Surging: the oldest pod of each revision stays; the old one goes once it is
+            // not ready or the new one is available (upstream's `podsShouldBeOnNode`).
+            for p in &live {
+                let slot = if is_updated(p) { &mut new } else { &mut old };
+                if slot.is_none() {
+                    *slot = Some(p.clone());
+                } else {
+                    out.delete.push(p.name_any());
+                }
+            }
+            if let (Some(o), Some(n)) = (&old, &new) {
+                if !common::pod_is_ready(o) || available(n) {
+                    out.delete.push(o.name_any());
+                    old = None;
+                }
+            }
+        } else {
+            // One pod per node: keep the oldest, as upstream.
+            out.delete.extend(live[1..].iter().map(|p| p.name_any()));
+            if is_updated(&first) {
+                new = Some(first);
+            } else {
+                old = Some(first);
+            }
+        }
+        running.push((name, (old, new)));
     }
     st.number_unavailable = (st.desired_number_scheduled - st.number_available).max(0);
     st.observed_generation = ds.metadata.generation.unwrap_or(0);
 
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling && !old_on_node.is_empty() {
+    if rolling && max_surge == 0 {
         let max_unavailable = common::scaled_value(
-            spec.update_strategy
-                .as_ref()
-                .and_then(|s| s.rolling_update.as_ref())
-                .and_then(|r| r.max_unavailable.as_ref()),
+            ru.and_then(|r| r.max_unavailable.as_ref()),
             st.desired_number_scheduled,
             true,
             1,
@@ -360,14 +398,41 @@ pub fn plan(
         .max(1);
         // Unavailable now: desired nodes without an available pod (missing ones included).
         let mut unavailable = st.desired_number_scheduled - st.number_available;
-        for (_, pod) in old_on_node {
-            if !common::pod_is_available(&pod, min_ready, now) {
+        for (_, (old, _)) in running {
+            let Some(pod) = old else { continue };
+            if !available(&pod) {
                 out.delete.push(pod.name_any());
             } else if unavailable < max_unavailable {
                 out.delete.push(pod.name_any());
                 unavailable += 1;
             }
         }
+    } else if rolling {
+        // Surge (upstream's `rollingUpdate` with maxSurge): a new pod beside the old one, on
+        // every node whose old pod is unavailable and on up to maxSurge others at a time.
+        let mut surging = 0;
+        let mut allowed = Vec::new();
+        let mut candidates = Vec::new();
+        for (name, (old, new)) in running {
+            match (old, new) {
+                (None, _) => {}
+                (Some(o), None) => {
+                    if !available(&o) {
+                        allowed.push(name);
+                    } else if surging < max_surge {
+                        candidates.push(name);
+                    }
+                }
+                (Some(_), Some(n)) => {
+                    if !available(&n) {
+                        surging += 1;
+                    }
+                }
+            }
+        }
+        let room = usize::try_from((max_surge - surging).max(0)).unwrap_or(0);
+        out.create.extend(allowed);
+        out.create.extend(candidates.into_iter().take(room));
     }
     out.delete.sort();
     out.delete.dedup();
@@ -396,7 +461,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let nodes = ctx.nodes.state();
     let plan = plan(&ds, &nodes, &pods, &hash, Timestamp::now())?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    if ctx.expectations.satisfied(&uid, &pods) {
+    // Pods are created and deleted first; the status is written whatever happened there,
+    // as upstream's syncDaemonSet, and a failure is returned after it.
+    let acted: Result<()> = async {
+        if !ctx.expectations.satisfied(&uid, &pods) {
+            return Ok(());
+        }
         let mut created = Vec::new();
         let mut deleted = Vec::new();
         for node in &plan.create {
@@ -420,12 +490,23 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 &ns,
                 format!("{name}-"),
             );
-            let p = pods_api
-                .create(&PostParams::default(), &pod)
-                .await
-                .map_err(api_err(format!(
-                    "create daemon pod of {ns}/{name} for node {node}"
-                )))?;
+            let p = match pods_api.create(&PostParams::default(), &pod).await {
+                Ok(p) => p,
+                Err(e) => {
+                    ctx.expectations.expect(&uid, created, deleted);
+                    common::warning(
+                        &ctx.recorder,
+                        ds.as_ref(),
+                        "FailedCreate",
+                        "Create",
+                        format!("Error creating: {}", common::error_message(&e)),
+                    )
+                    .await;
+                    return Err(api_err(format!(
+                        "create daemon pod of {ns}/{name} for node {node}"
+                    ))(e));
+                }
+            };
             common::event(
                 &ctx.recorder,
                 ds.as_ref(),
@@ -456,7 +537,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             }
         }
         ctx.expectations.expect(&uid, created, deleted);
+        Ok(())
     }
+    .await;
     let cur = ds.status.clone().unwrap_or_default();
     let old = StatusCounts {
         desired_number_scheduled: cur.desired_number_scheduled,
@@ -487,6 +570,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             }
         }
     }
+    acted?;
     let busy =
         !plan.create.is_empty() || !plan.delete.is_empty() || plan.status.number_unavailable > 0;
     Ok(Action::requeue(if busy {
@@ -710,6 +794,66 @@ mod tests {
         let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
         assert_eq!(p.delete, vec!["p-b".to_string()]);
         assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn surge_rolls_one_node_at_a_time() {
+        let mut d = ds(None);
+        if let Some(s) = d.spec.as_mut() {
+            s.update_strategy = Some(
+                serde_json::from_value(serde_json::json!(
+                    {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+                ))
+                .expect("strategy"),
+            );
+        }
+        let nodes = vec![
+            node("a", &[], &[]),
+            node("b", &[], &[]),
+            node("c", &[], &[]),
+        ];
+        let now = Timestamp::now();
+        let aged = |name: &str, node: &str, hash: &str, ready: bool, created: i64| {
+            let mut p = (*pod(name, node, hash, ready)).clone();
+            p.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Timestamp::from_second(created).expect("valid"),
+                ));
+            Arc::new(p)
+        };
+        // All old and available: one new pod beside the first old one, nothing deleted.
+        let olds = vec![
+            aged("a1", "a", "h1", true, 1),
+            aged("b1", "b", "h1", true, 1),
+            aged("c1", "c", "h1", true, 1),
+        ];
+        let p = plan(&d, &nodes, &olds, "h2", now).expect("plan");
+        assert_eq!((p.create, p.delete), (vec!["a".to_string()], vec![]));
+        // The surge pod is not ready yet: wait, the old one serves.
+        let mut pods = olds.clone();
+        pods.push(aged("a2", "a", "h2", false, 2));
+        let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
+        assert!(p.create.is_empty() && p.delete.is_empty(), "{p:?}");
+        assert_eq!(p.status.updated_number_scheduled, 0);
+        assert_eq!(p.status.number_available, 3);
+        // Available: the old one goes and the next node surges.
+        pods.pop();
+        pods.push(aged("a2", "a", "h2", true, 2));
+        let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
+        assert_eq!(
+            (p.create, p.delete),
+            (vec!["b".to_string()], vec!["a1".to_string()])
+        );
+        // An unavailable old pod is replaced at once, beyond the surge budget.
+        let pods = vec![
+            aged("a1", "a", "h1", true, 1),
+            aged("a2", "a", "h2", false, 2),
+            aged("b1", "b", "h1", true, 1),
+            aged("c1", "c", "h1", false, 1),
+        ];
+        let p = plan(&d, &nodes, &pods, "h2", now).expect("plan");
+        assert_eq!(p.create, vec!["c".to_string()]);
+        assert!(p.delete.is_empty(), "{p:?}");
     }
 
     #[test]

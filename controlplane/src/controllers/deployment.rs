@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -48,7 +47,7 @@ struct Ctx {
     client: kube::Client,
     replicasets: Store<ReplicaSet>,
     pods: Store<Pod>,
-    recorder: Recorder,
+    recorder: common::Events,
 }
 
 /// Runs the loop until shutdown.

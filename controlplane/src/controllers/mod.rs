@@ -59,6 +59,9 @@ pub struct ControllerOptions {
     pub node_cidr_mask_size: u8,
     /// `--terminated-pod-gc-threshold` (12500).
     pub terminated_pod_gc_threshold: usize,
+    /// How often the pod GC runs (upstream's fixed `gcCheckPeriod`, 20s); pods on a deleted
+    /// node go after two runs.
+    pub pod_gc_period: Duration,
     /// The cluster CA bundle (PEM) the root CA publisher puts in every namespace's
     /// `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`, or its kubeconfig's CA).
     pub root_ca_cert: Option<String>,
@@ -73,6 +76,7 @@ impl Default for ControllerOptions {
             cluster_cidr: Some("10.42.0.0/16".to_string()),
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
+            pod_gc_period: podgc::GC_CHECK_PERIOD,
             root_ca_cert: None,
         }
     }

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Resource as _;
@@ -187,7 +187,13 @@ struct Shell {
     /// When a NoExecute taint without timeAdded was first seen, by (node, key).
     first_seen: HashMap<(String, String), Timestamp>,
     evicted: HashSet<String>,
-    recorder: Recorder,
+    /// Pods (uid) with an eviction scheduled, for the "Cancelling deletion" event.
+    scheduled: HashMap<String, k8s_openapi::api::core::v1::ObjectReference>,
+    /// Pods (uid) already marked not ready because their node is not ready.
+    marked: HashSet<String>,
+    /// Nodes seen, with their object references, for the Registered/Removing events.
+    registered: HashMap<String, k8s_openapi::api::core::v1::ObjectReference>,
+    recorder: super::common::Events,
 }
 
 impl Shell {
@@ -200,11 +206,43 @@ impl Shell {
             .iter()
             .filter_map(|n| n.metadata.name.as_deref())
             .collect();
+        let gone: Vec<String> = self
+            .registered
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(reference) = self.registered.remove(&name) {
+                self.record(
+                    &reference,
+                    EventType::Normal,
+                    "RemovingNode",
+                    format!("Node {name} event: Removing Node {name} from Controller"),
+                )
+                .await;
+            }
+        }
+        for node in &nodes {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            if !self.registered.contains_key(&name) {
+                let reference = node.object_ref(&());
+                self.record(
+                    &reference,
+                    EventType::Normal,
+                    "RegisteredNode",
+                    format!("Node {name} event: Registered Node {name} in Controller"),
+                )
+                .await;
+                self.registered.insert(name, reference);
+            }
+        }
         self.health.retain(|n, _| names.contains(n.as_str()));
         self.last_ready.retain(|n, _| names.contains(n.as_str()));
         self.first_seen
             .retain(|(n, _), _| names.contains(n.as_str()));
         let mut noexec: HashMap<String, Vec<Taint>> = HashMap::new();
+        let mut not_ready: HashSet<String> = HashSet::new();
         for node in &nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
             let lease = self
@@ -223,6 +261,9 @@ impl Shell {
             }
             if d.mark_unknown {
                 self.mark_unknown(node, wall).await;
+            }
+            if d.ready != "True" {
+                not_ready.insert(name.clone());
             }
             let prev = self.last_ready.insert(name.clone(), d.ready.clone());
             if prev.as_deref() == Some("True") && d.ready != "True" {
@@ -256,7 +297,62 @@ impl Shell {
                 noexec.insert(name, taints);
             }
         }
+        self.mark_pods_not_ready(&not_ready, wall).await;
         self.evict(&noexec, now, wall).await
+    }
+
+    /// Pods on a node that is not ready are not ready either: their Ready condition is set
+    /// False (so Services stop sending them traffic) with a NodeNotReady Warning, once per
+    /// pod, as upstream's `MarkPodsNotReady`.
+    async fn mark_pods_not_ready(&mut self, not_ready: &HashSet<String>, wall: Timestamp) {
+        let pods = self.pods.state();
+        let on_bad_node = |p: &Pod| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| not_ready.contains(n))
+        };
+        let keep: HashSet<&str> = pods
+            .iter()
+            .filter(|p| on_bad_node(p))
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.marked.retain(|u| keep.contains(u.as_str()));
+        for pod in pods.iter().filter(|p| on_bad_node(p)) {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if !ready || self.marked.contains(&uid) {
+                continue;
+            }
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let patch = json!({"status": {"conditions": [
+                {"type": "Ready", "status": "False", "lastTransitionTime": Time(wall)}]}});
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.marked.insert(uid);
+                    self.record(
+                        &pod.object_ref(&()),
+                        EventType::Warning,
+                        "NodeNotReady",
+                        "Node is not ready".to_string(),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(error) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), %error, "marking pod not ready failed; will retry")
+                }
+            }
+        }
     }
 
     async fn write_taints(&self, node: &Node, taints: &[Taint]) {
@@ -328,6 +424,7 @@ impl Shell {
             .collect();
         self.evicted.retain(|u| live.contains(u.as_str()));
         let mut next: Option<Instant> = None;
+        let mut still_scheduled: HashSet<String> = HashSet::new();
         for pod in &pods {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
@@ -350,6 +447,10 @@ impl Shell {
             let Some(deadline) = eviction_deadline(pod, taints, since) else {
                 continue;
             };
+            still_scheduled.insert(uid.clone());
+            self.scheduled
+                .entry(uid.clone())
+                .or_insert_with(|| pod.object_ref(&()));
             if deadline > wall {
                 let wait = Duration::try_from(deadline.duration_since(wall))
                     .unwrap_or(Duration::from_secs(1));
@@ -367,17 +468,64 @@ impl Shell {
                 format!("Marking for deletion Pod {ns}/{name}"),
             )
             .await;
+            // As upstream's taint eviction: the reason goes on the pod before it is deleted.
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
+                "message": "Taint manager: deleting due to NoExecute taint",
+                "lastTransitionTime": Time(wall)}]}});
+            if let Err(error) = api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&condition),
+                )
+                .await
+            {
+                tracing::debug!(pod = %format!("{ns}/{name}"), %error, "DisruptionTarget condition not set");
+            }
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     tracing::info!(pod = %format!("{ns}/{name}"), node, "evicted for NoExecute taint");
+                    self.scheduled.remove(&uid);
                     self.evicted.insert(uid);
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.scheduled.remove(&uid);
                     self.evicted.insert(uid);
                 }
                 Err(error) => {
                     tracing::warn!(pod = %format!("{ns}/{name}"), %error, "eviction failed; will retry")
                 }
+            }
+        }
+        // Evictions no longer due (the taint went, or the pod went): say so for live pods.
+        let cancelled: Vec<String> = self
+            .scheduled
+            .keys()
+            .filter(|u| !still_scheduled.contains(*u))
+            .cloned()
+            .collect();
+        for uid in cancelled {
+            let Some(reference) = self.scheduled.remove(&uid) else {
+                continue;
+            };
+            let terminating = pods.iter().any(|p| {
+                p.metadata.uid.as_deref() == Some(uid.as_str())
+                    && p.metadata.deletion_timestamp.is_some()
+            });
+            if live.contains(uid.as_str()) && !terminating && !self.evicted.contains(&uid) {
+                let who = format!(
+                    "{}/{}",
+                    reference.namespace.as_deref().unwrap_or_default(),
+                    reference.name.as_deref().unwrap_or_default()
+                );
+                self.record(
+                    &reference,
+                    EventType::Normal,
+                    "TaintManagerEviction",
+                    format!("Cancelling deletion of Pod {who}"),
+                )
+                .await;
             }
         }
         next
@@ -390,16 +538,9 @@ impl Shell {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(%error, reason, "recording event failed");
-        }
+        self.recorder
+            .publish(reference, type_, reason, reason, note)
+            .await;
     }
 }
 
@@ -474,13 +615,10 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         last_ready: HashMap::new(),
         first_seen: HashMap::new(),
         evicted: HashSet::new(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "node-controller".to_string(),
-                instance: None,
-            },
-        ),
+        scheduled: HashMap::new(),
+        marked: HashSet::new(),
+        registered: HashMap::new(),
+        recorder: super::common::Events::new(&client, "node-controller"),
     };
     tracing::info!(
         grace = ?ctx.options.node_monitor_grace_period,

@@ -84,6 +84,7 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         "nodes",
     );
     let threshold = ctx.options.terminated_pod_gc_threshold;
+    let period = ctx.options.pod_gc_period.max(Duration::from_millis(10));
     let work = async move {
         common::ready(&pods, "pods")
             .await
@@ -92,7 +93,7 @@ pub async fn run(ctx: Context) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let mut quarantine: HashSet<String> = HashSet::new();
-        let mut tick = tokio::time::interval(GC_CHECK_PERIOD);
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             gc_once(&client, &pods, &nodes, threshold, &mut quarantine).await;

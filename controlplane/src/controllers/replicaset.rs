@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -78,7 +77,7 @@ impl Expectations {
 struct Ctx {
     client: kube::Client,
     pods: Store<Pod>,
-    recorder: Recorder,
+    recorder: common::Events,
     expectations: Expectations,
 }
 
@@ -314,6 +313,17 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     }
                     Err(e) => {
                         ctx.expectations.expect(&uid, created, Vec::new());
+                        // Upstream's pod control: the failure is visible on the owner.
+                        if !common::is_not_found(&e) {
+                            common::warning(
+                                &ctx.recorder,
+                                rs.as_ref(),
+                                "FailedCreate",
+                                "Create",
+                                format!("Error creating: {}", common::error_message(&e)),
+                            )
+                            .await;
+                        }
                         return Err(api_err(format!("create pod for replicaset {ns}/{name}"))(e));
                     }
                 }
@@ -339,6 +349,14 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     Err(e) if common::is_not_found(&e) => {}
                     Err(e) => {
                         ctx.expectations.expect(&uid, Vec::new(), deleted);
+                        common::warning(
+                            &ctx.recorder,
+                            rs.as_ref(),
+                            "FailedDelete",
+                            "Delete",
+                            format!("Error deleting: {}", common::error_message(&e)),
+                        )
+                        .await;
                         return Err(api_err(format!("delete pod {ns}/{pname}"))(e));
                     }
                 }
