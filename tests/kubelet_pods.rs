@@ -553,3 +553,58 @@ async fn kubelet_restart_keeps_pods_and_removes_orphans() -> Result<()> {
     env.check_kubelet()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_run_from_files_with_mirror_pods() -> Result<()> {
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let manifests = Dir(PathBuf::from(format!("/tmp/oxt-static-{}", std::process::id())));
+    std::fs::create_dir_all(&manifests.0)?;
+    let file = manifests.0.join("web.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {tier: static}\nspec:\n  \
+         terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    \
+         command: [sleep, \"3600\"]\n",
+    )?;
+    let mut env = node(
+        "kls",
+        NodeOptions {
+            kubelet_config: format!("staticPodPath: {}", manifests.0.display()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let ns = "default";
+    let name = format!("web-{}", env.node_name);
+    let mirror = env.wait_pod(ns, &name, WAIT, |p| phase(p) == "Running").await?;
+    let ann = mirror.metadata.annotations.clone().unwrap_or_default();
+    assert!(ann.contains_key("kubernetes.io/config.mirror"), "{ann:?}");
+    assert_eq!(ann.get("kubernetes.io/config.source").map(String::as_str), Some("file"));
+    let (_, out) = env.exec(ns, &name, "c", &["hostname"]).await?;
+    assert_eq!(out.trim(), name);
+    // Deleting the mirror pod does not stop the static pod; the kubelet recreates the mirror.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let old_uid = mirror.metadata.uid.clone();
+    pods.delete(&name, &DeleteParams::default()).await?;
+    env.wait_pod(ns, &name, Duration::from_secs(90), |p| {
+        p.metadata.uid != old_uid && phase(p) == "Running"
+    })
+    .await?;
+    // Removing the file stops the pod and removes its mirror.
+    std::fs::remove_file(&file)?;
+    env.wait_pod_gone(ns, &name, Duration::from_secs(90)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.container_id(ns, &name, "c").await.is_ok() {
+        if Instant::now() > deadline {
+            bail!("static pod still running after its file was removed");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    env.check_kubelet()?;
+    Ok(())
+}

@@ -367,12 +367,27 @@ pub async fn run(opts: KubeletOptions, cancel: CancellationToken) -> Result<()> 
             cancel.child_token(),
         )),
     );
+    let static_uids: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    if !cfg.static_pod_path.is_empty() {
+        spawn(
+            "static_pods",
+            Box::pin(crate::static_pods::run(
+                PathBuf::from(&cfg.static_pod_path),
+                client.clone(),
+                node_name.clone(),
+                workers.clone(),
+                static_uids.clone(),
+                cancel.child_token(),
+            )),
+        );
+    }
     spawn(
         "pleg",
         Box::pin(pleg(
             runtime.clone(),
             workers.clone(),
             known.clone(),
+            static_uids.clone(),
             opts.pleg_period,
             cancel.child_token(),
         )),
@@ -463,6 +478,9 @@ async fn pod_source(
         };
         match ev {
             Ok(Some(Event::Init)) => init.clear(),
+            Ok(Some(Event::InitApply(pod))) if crate::static_pods::is_mirror(&pod) => {}
+            Ok(Some(Event::Apply(pod))) | Ok(Some(Event::Delete(pod)))
+                if crate::static_pods::is_mirror(&pod) => {}
             Ok(Some(Event::InitApply(pod))) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
                     init.insert(uid);
@@ -519,6 +537,7 @@ async fn pleg(
     runtime: Arc<dyn Runtime>,
     workers: Arc<PodWorkers>,
     known: Arc<std::sync::Mutex<Option<HashSet<String>>>>,
+    static_uids: Arc<std::sync::Mutex<HashSet<String>>>,
     period: Duration,
     cancel: CancellationToken,
 ) {
@@ -552,8 +571,9 @@ async fn pleg(
             let known = known.lock().ok().and_then(|k| k.clone());
             if let Some(known) = known {
                 let active = workers.uids();
+                let statics = static_uids.lock().map(|s| s.clone()).unwrap_or_default();
                 for uid in pods.keys() {
-                    if !known.contains(uid) && !active.contains(uid) {
+                    if !known.contains(uid) && !active.contains(uid) && !statics.contains(uid) {
                         info!(uid = %uid, "runtime pod unknown to the API; tearing it down");
                         workers.kill_orphan(uid);
                     }

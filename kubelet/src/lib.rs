@@ -22,6 +22,7 @@ pub mod prober;
 pub mod runtime_state;
 pub mod sandbox;
 pub mod server;
+pub mod static_pods;
 pub mod volumes;
 
 pub use config::KubeletConfiguration;

@@ -289,10 +289,15 @@ impl Worker {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        let patch = serde_json::json!({
-            "metadata": {"uid": uid},
-            "status": new,
-        });
+        // A static pod's status goes to its mirror pod, whose UID is the API server's.
+        let patch = if crate::static_pods::is_static(pod) {
+            serde_json::json!({ "status": new })
+        } else {
+            serde_json::json!({
+                "metadata": {"uid": uid},
+                "status": new,
+            })
+        };
         match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

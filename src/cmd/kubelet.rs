@@ -160,12 +160,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
-    if !opts.config.static_pod_path.is_empty() {
-        tracing::warn!(
-            path = %opts.config.static_pod_path,
-            "static pods (staticPodPath / --pod-manifest-path) are not supported yet; ignoring"
-        );
-    }
     let shutdown = CancellationToken::new();
     super::signals::spawn_signal_handler(shutdown.clone())?;
     oxlet_kubelet::run(opts, shutdown).await?;
