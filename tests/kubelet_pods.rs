@@ -88,8 +88,23 @@ async fn wait_event(env: &NodeEnv, ns: &str, pod: &str, reason: &str) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
-    let mut env = node("klf", NodeOptions::default()).await?;
+    let mut env = node(
+        "klf",
+        NodeOptions {
+            kubelet_config: "clusterDNS: [10.43.0.10]".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
     let ns = "default";
+    create_pod(&env, ns, json!({
+        "metadata": {"name": "hostnet"},
+        "spec": {"hostNetwork": true,
+                 "securityContext": {"runAsUser": 1000, "runAsGroup": 2000},
+                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                                 "securityContext": {"readOnlyRootFilesystem": true}}]}
+    }))
+    .await?;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), ns);
     cms.create(
         &PostParams::default(),
@@ -184,6 +199,15 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
         assert!(conds.contains(&(t.to_string(), "True".to_string())), "{t}: {conds:?}");
     }
 
+    // hostNetwork pods take the node's IP; runAsUser/Group and a read-only root apply.
+    let hp = env.wait_pod(ns, "hostnet", WAIT, |p| phase(p) == "Running").await?;
+    assert_eq!(hp.status.as_ref().and_then(|s| s.pod_ip.as_deref()), Some("127.0.0.1"));
+    let (_, out) = env
+        .exec(ns, "hostnet", "c", &["sh", "-c", "id -u; id -g; touch /x 2>&1 || echo ro"])
+        .await?;
+    assert!(out.starts_with("1000\n2000\n"), "{out}");
+    assert!(out.contains("Read-only file system") || out.ends_with("ro\n"), "{out}");
+
     let sh = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
     let run = |cmd: &str| {
         let argv = sh(cmd);
@@ -205,6 +229,18 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
     assert_eq!(out, "myhost\n1\ntmpfs\n");
     let (_, out) = run("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max").await?;
     assert_eq!(out.trim(), "67108864");
+    let (_, out) = run("cat /etc/resolv.conf").await?;
+    assert!(out.contains("nameserver 10.43.0.10"), "{out}");
+    assert!(out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{out}");
+    assert!(out.contains("ndots:5"), "{out}");
+    // The ServiceAccount admission's kube-api-access volume: a TokenRequest token, the CA, the namespace.
+    let (_, out) = run("cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
+        wc -c < /var/run/secrets/kubernetes.io/serviceaccount/token; \
+        grep -c BEGIN /var/run/secrets/kubernetes.io/serviceaccount/ca.crt").await?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first().copied(), Some("default"), "{out}");
+    assert!(lines.get(1).and_then(|n| n.trim().parse::<usize>().ok()).is_some_and(|n| n > 100), "{out}");
+    assert_eq!(lines.get(2).copied(), Some("1"), "{out}");
     run("echo from-pod > /host/f").await?;
     assert_eq!(std::fs::read_to_string(host_dir.join("f"))?, "from-pod\n");
 

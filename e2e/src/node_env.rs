@@ -134,6 +134,8 @@ impl NodeEnv {
         };
         me.start_kubelet()?;
         me.wait_node_ready(Duration::from_secs(90)).await?;
+        me.wait_default_service_account(Duration::from_secs(60))
+            .await?;
         Ok(me)
     }
 
@@ -194,6 +196,21 @@ impl NodeEnv {
             if let Some(st) = child.try_wait()? {
                 bail!("kubelet exited ({st}):\n{}", self.kubelet_log());
             }
+        }
+        Ok(())
+    }
+
+    /// Pods are admitted only once the namespace's `default` ServiceAccount exists (the
+    /// serviceaccount controller creates it shortly after start), as on a real cluster.
+    async fn wait_default_service_account(&self, timeout: Duration) -> Result<()> {
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), "default");
+        let deadline = Instant::now() + timeout;
+        while sas.get_opt("default").await?.is_none() {
+            if Instant::now() > deadline {
+                bail!("no default ServiceAccount after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(())
     }
