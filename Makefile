@@ -23,8 +23,14 @@ clippy:
 test: setup fmt-check clippy
 	$(CARGO) test --workspace
 
+# Where `make standalone` keeps its cluster: server/ and agent/ (bundled images in agent/images).
+OXLET_DATA_DIR ?= /var/lib/oxlet
+
+# A one-node cluster: the bundled images (built locally, no internet), then `oxlet standalone`
+# in the foreground; Ctrl-C stops it, the next run finds the same cluster.
 standalone: setup release
-	./target/release/oxlet standalone --data-dir $(CURDIR)/.oxlet
+	$(CARGO) run --release -p oxlet-e2e --bin build_images -- --out $(OXLET_DATA_DIR)/agent/images
+	./target/release/oxlet standalone --data-dir $(OXLET_DATA_DIR)
 
 clean:
 	$(CARGO) clean

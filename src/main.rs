@@ -32,9 +32,9 @@ enum Command {
     /// Run the service proxy (nftables or iptables) against any API server.
     Proxy(cmd::proxy::Args),
     /// Run the node half: a managed containerd, the kubelet and the proxy.
-    Agent(cmd::pending::Args),
+    Agent(cmd::agent::Args),
     /// Run a one-node cluster: server + agent in one supervised process tree.
-    Standalone(cmd::pending::Args),
+    Standalone(cmd::standalone::Args),
     /// Manage images in containerd's k8s.io namespace.
     Images(cmd::images::Args),
     /// Inspect and debug pods and containers through CRI, like crictl.
@@ -71,8 +71,8 @@ fn main() -> ExitCode {
             Command::Server(args) => cmd::server::run(args).await,
             Command::Kubelet(args) => cmd::kubelet::run(args).await,
             Command::Proxy(args) => cmd::proxy::run(args).await,
-            Command::Agent(_) => cmd::pending::run("agent", "the kubelet issue"),
-            Command::Standalone(_) => cmd::pending::run("standalone", "the kubelet issue"),
+            Command::Agent(args) => cmd::agent::run(args).await,
+            Command::Standalone(args) => cmd::standalone::run(args).await,
             Command::Images(args) => cmd::images::run(args).await,
             Command::Crictl(args) => cmd::crictl::run(args).await,
             Command::Version(args) => cmd::version::run(args),

@@ -1,4 +1,4 @@
-//! The `oxlet` binary's own surface: version output and honest refusals.
+//! The `oxlet` binary's own surface: version output and flag errors reported before starting.
 
 use std::process::Command;
 
@@ -29,13 +29,48 @@ fn version_names_version_commit_and_kubernetes_api() {
 }
 
 #[test]
-fn unbuilt_components_refuse_clearly() {
-    for sub in ["agent", "standalone"] {
-        let out = oxlet(&[sub, "--some-flag", "x"]);
-        assert_eq!(out.status.code(), Some(69), "{sub}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not implemented yet"), "{sub}: {err}");
-    }
+fn agent_and_standalone_reject_bad_flags_before_starting() {
+    let dir = std::env::temp_dir().join(format!("oxlet-cli-node-{}", std::process::id()));
+    let dir_arg = dir.to_string_lossy().into_owned();
+
+    let out = oxlet(&["agent", "--data-dir", &dir_arg]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kubeconfig"), "{err}");
+
+    let out = oxlet(&[
+        "agent",
+        "--kubeconfig",
+        "/nonexistent/kc",
+        "--data-dir",
+        &dir_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/kc: no such file"), "{err}");
+
+    let out = oxlet(&[
+        "agent",
+        "--kubeconfig",
+        "/nonexistent/kc",
+        "--data-dir",
+        &dir_arg,
+        "--register-with-taints",
+        "a=b:Sometimes",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid effect"), "{err}");
+
+    let out = oxlet(&["standalone", "--data-dir", &dir_arg, "--secure-port", "0"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secure-port"), "{err}");
+
+    assert!(
+        !dir.exists(),
+        "nothing may be written before validation passes"
+    );
 }
 
 #[test]

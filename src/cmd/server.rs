@@ -112,18 +112,66 @@ enum StorageConfig {
     },
 }
 
-/// The validated configuration.
+/// A client kubeconfig the server issues from its CA at every start (e.g. a bundled kubelet's).
+#[derive(Debug, Clone)]
+struct ClientKubeconfig {
+    user: String,
+    groups: Vec<String>,
+    path: PathBuf,
+}
+
+/// The validated configuration of `oxlet server` (also run in-process by `oxlet standalone`).
 #[derive(Debug)]
-struct Config {
+pub struct Config {
     server: ServerConfig,
     watch_cache_size: usize,
     controllers: Vec<&'static str>,
     controller_options: controllers::ControllerOptions,
     storage: StorageConfig,
     compaction_interval: Option<Duration>,
+    kubeconfigs: Vec<ClientKubeconfig>,
 }
 
-fn validate(args: Args) -> anyhow::Result<Config> {
+impl Config {
+    /// Where the secure port listens.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.server.listen_addr()
+    }
+
+    /// `https://<client address>:<port>`, as written into kubeconfigs.
+    pub fn server_url(&self) -> String {
+        self.server.server_url()
+    }
+
+    /// `<data-dir>/admin.kubeconfig`.
+    pub fn admin_kubeconfig_path(&self) -> PathBuf {
+        self.server.data_dir.join("admin.kubeconfig")
+    }
+
+    /// `<data-dir>/pki/ca.crt`: the cluster CA, which also signs the API server's kubelet
+    /// client certificate.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.server.data_dir.join("pki").join("ca.crt")
+    }
+
+    /// `--cluster-cidr`, unless node IPAM is off.
+    pub fn cluster_cidr(&self) -> Option<String> {
+        self.controller_options.cluster_cidr.clone()
+    }
+
+    /// Asks for a kubeconfig for `user` in `groups` at `path`, issued once the PKI is loaded
+    /// and before the port is bound (so it exists when the server answers).
+    pub fn issue_kubeconfig(&mut self, user: &str, groups: &[&str], path: &std::path::Path) {
+        self.kubeconfigs.push(ClientKubeconfig {
+            user: user.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            path: path.to_path_buf(),
+        });
+    }
+}
+
+/// Checks the flags and builds the configuration; nothing is bound or written.
+pub fn validate(args: Args) -> anyhow::Result<Config> {
     let ranges = args
         .service_cluster_ip_range
         .split(',')
@@ -193,6 +241,7 @@ fn validate(args: Args) -> anyhow::Result<Config> {
         controller_options,
         storage,
         compaction_interval: (!compaction.is_zero()).then_some(compaction),
+        kubeconfigs: Vec::new(),
     })
 }
 
@@ -312,7 +361,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     super::signals::spawn_signal_handler(shutdown.clone())?;
+    serve(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
 
+/// Runs the API server, its store, scheduler and controllers until `shutdown` fires; returns
+/// once everything it started has stopped.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pki_options = config.server.pki_options();
     let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&pki_options))
         .await
@@ -321,6 +376,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         kubeconfig = %pki.admin_kubeconfig_path().display(),
         "admin kubeconfig ready (kubectl --kubeconfig <path>)"
     );
+    for kc in &config.kubeconfigs {
+        let groups: Vec<&str> = kc.groups.iter().map(String::as_str).collect();
+        pki.issue_client_kubeconfig(&kc.user, &groups, &kc.path)
+            .with_context(|| format!("issue a kubeconfig for {}", kc.user))?;
+    }
     let auth = config.server.authenticator()?;
     let tokens = Arc::new(config.server.service_account_tokens()?);
 
@@ -385,7 +445,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     result?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]
