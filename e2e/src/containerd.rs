@@ -339,29 +339,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     )
 }
 
-/// bridge + host-local (private dataDir) + portmap; containerd adds loopback itself.
+/// bridge + host-local (private dataDir) + portmap, the same conflist the kubelet writes with
+/// `--cni-config=auto`; containerd adds loopback itself.
 pub fn cni_conflist(name: &str, cidr: &str, ipam_dir: &Path) -> String {
-    serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": true,
-                "ipMasq": true,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "dataDir": ipam_dir,
-                    "ranges": [[{"subnet": cidr}]],
-                    "routes": [{"dst": "0.0.0.0/0"}]
-                }
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    })
-    .to_string()
+    oxlet_kubelet::cni::conflist(name, "cni0", cidr, ipam_dir)
 }
 
 /// containerd 1.6's shim socket: `/run/containerd/s/<sha256(address/namespace/id)>`.

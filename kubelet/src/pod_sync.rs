@@ -274,15 +274,8 @@ impl PodContext {
 
         for k in &actions.kill {
             let spec = find_container(pod, &k.name);
-            self.kill_container(
-                pod,
-                spec,
-                &k.id,
-                &k.name,
-                &k.message,
-                grace_seconds(pod),
-            )
-            .await;
+            self.kill_container(pod, spec, &k.id, &k.name, &k.message, grace_seconds(pod))
+                .await;
         }
 
         let ctx = StartCtx {
@@ -423,15 +416,15 @@ impl PodContext {
             }
         };
 
-        let config_error = |mem: &mut PodMemory, msg: String| {
+        // A failed step shows on the pod (waiting reason + Failed event) and is retried.
+        let fail = |mem: &mut PodMemory, why: &str, msg: String| {
             self.events.event(
                 &cref,
                 EventType::Warning,
                 reason::FAILED,
                 &format!("Error: {msg}"),
             );
-            mem.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            mem.waiting.insert(c.name.clone(), (why.to_string(), msg));
             Some(Duration::from_secs(5))
         };
         let env_ctx = EnvContext {
@@ -443,12 +436,12 @@ impl PodContext {
         };
         let env = match container::make_environment(&env_ctx, c, self.env_source.as_ref()).await {
             Ok(env) => env,
-            Err(e) => return config_error(mem, e.to_string()),
+            Err(e) => return fail(mem, "CreateContainerConfigError", e.to_string()),
         };
         let env_map: BTreeMap<String, String> = env.iter().cloned().collect();
         let mounts = match ctx.volumes.container_mounts(c, &env_map, restart_count) {
             Ok(m) => m,
-            Err(e) => return config_error(mem, e.to_string()),
+            Err(e) => return fail(mem, "CreateContainerConfigError", e.to_string()),
         };
         let config = container::container_config(ContainerConfigInput {
             pod,
@@ -466,18 +459,7 @@ impl PodContext {
             .await
         {
             Ok(id) => id,
-            Err(e) => {
-                let msg = e.to_string();
-                self.events.event(
-                    &cref,
-                    EventType::Warning,
-                    reason::FAILED,
-                    &format!("Error: {msg}"),
-                );
-                mem.waiting
-                    .insert(c.name.clone(), ("CreateContainerError".into(), msg));
-                return Some(Duration::from_secs(5));
-            }
+            Err(e) => return fail(mem, "CreateContainerError", e.to_string()),
         };
         self.events.event(
             &cref,
@@ -486,16 +468,7 @@ impl PodContext {
             &format!("Created container: {}", c.name),
         );
         if let Err(e) = self.runtime.start_container(&id).await {
-            let msg = e.to_string();
-            self.events.event(
-                &cref,
-                EventType::Warning,
-                reason::FAILED,
-                &format!("Error: {msg}"),
-            );
-            mem.waiting
-                .insert(c.name.clone(), ("RunContainerError".into(), msg));
-            return Some(Duration::from_secs(5));
+            return fail(mem, "RunContainerError", e.to_string());
         }
         self.events.event(
             &cref,
