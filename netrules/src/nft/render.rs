@@ -415,16 +415,23 @@ impl<'a> Ctx<'a> {
                     ));
                 }
             }
-            let targets: Vec<String> = endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, ep)| format!("{i} : goto {}", names::endpoint_chain(spn, ep)))
-                .collect();
-            chain.rules.push(format!(
-                "numgen random mod {} vmap {{ {} }}",
-                endpoints.len(),
-                targets.join(", ")
-            ));
+            // Uniform choice as a cascade: endpoint i of n is taken with probability
+            // 1/(n-i) when the ones before it were not, the last one unconditionally (as
+            // the iptables renderer's statistic rules). Not upstream's anonymous
+            // `numgen … vmap { … }`: each of those is an anonymous set, and the kernel names
+            // a new one by scanning every set of the table, so a full sync of 10k services
+            // spends most of a minute there.
+            let n = endpoints.len();
+            for (i, ep) in endpoints.iter().enumerate() {
+                let target = names::endpoint_chain(spn, ep);
+                if i + 1 < n {
+                    chain
+                        .rules
+                        .push(format!("numgen random mod {} == 0 goto {target}", n - i));
+                } else {
+                    chain.rules.push(format!("goto {target}"));
+                }
+            }
         };
 
         if uses_cluster_chain {
