@@ -32,7 +32,10 @@ async fn create_pod(env: &NodeEnv, ns: &str, mut pod: serde_json::Value) -> Resu
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 fn ready(p: &Pod) -> bool {
@@ -42,7 +45,10 @@ fn ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn container_status<'a>(p: &'a Pod, name: &str) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+fn container_status<'a>(
+    p: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
     let s = p.status.as_ref()?;
     s.container_statuses
         .iter()
@@ -80,7 +86,10 @@ async fn wait_event(env: &NodeEnv, ns: &str, pod: &str, reason: &str) -> Result<
             return Ok(m.clone());
         }
         if Instant::now() > deadline {
-            bail!("no {reason} event for {pod}; events: {evs:?}\n{}", env.kubelet_log());
+            bail!(
+                "no {reason} event for {pod}; events: {evs:?}\n{}",
+                env.kubelet_log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -97,13 +106,17 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
     )
     .await?;
     let ns = "default";
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "hostnet"},
-        "spec": {"hostNetwork": true,
-                 "securityContext": {"runAsUser": 1000, "runAsGroup": 2000},
-                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
-                                 "securityContext": {"readOnlyRootFilesystem": true}}]}
-    }))
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "hostnet"},
+            "spec": {"hostNetwork": true,
+                     "securityContext": {"runAsUser": 1000, "runAsGroup": 2000},
+                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                                     "securityContext": {"readOnlyRootFilesystem": true}}]}
+        }),
+    )
     .await?;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), ns);
     cms.create(
@@ -177,17 +190,27 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
         }),
     )
     .await?;
-    let pod = env.wait_pod(ns, "full", WAIT, |p| phase(p) == "Running" && ready(p)).await?;
+    let pod = env
+        .wait_pod(ns, "full", WAIT, |p| phase(p) == "Running" && ready(p))
+        .await?;
     let st = pod.status.clone().context("status")?;
     assert_eq!(st.qos_class.as_deref(), Some("Burstable"));
     assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
     let pod_ip = st.pod_ip.clone().context("podIP")?;
-    assert!(pod_ip.starts_with("10.42."), "pod IP from the node's podCIDR: {pod_ip}");
+    assert!(
+        pod_ip.starts_with("10.42."),
+        "pod IP from the node's podCIDR: {pod_ip}"
+    );
     assert!(st.start_time.is_some());
     let cs = container_status(&pod, "main").context("container status")?;
     assert!(cs.ready && cs.started == Some(true));
     assert_eq!(cs.restart_count, 0);
-    assert!(cs.container_id.as_deref().is_some_and(|c| c.starts_with("containerd://")), "{cs:?}");
+    assert!(
+        cs.container_id
+            .as_deref()
+            .is_some_and(|c| c.starts_with("containerd://")),
+        "{cs:?}"
+    );
     assert!(!cs.image_id.is_empty());
     let conds: Vec<(String, String)> = st
         .conditions
@@ -195,18 +218,40 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
         .into_iter()
         .map(|c| (c.type_, c.status))
         .collect();
-    for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
-        assert!(conds.contains(&(t.to_string(), "True".to_string())), "{t}: {conds:?}");
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ] {
+        assert!(
+            conds.contains(&(t.to_string(), "True".to_string())),
+            "{t}: {conds:?}"
+        );
     }
 
     // hostNetwork pods take the node's IP; runAsUser/Group and a read-only root apply.
-    let hp = env.wait_pod(ns, "hostnet", WAIT, |p| phase(p) == "Running").await?;
-    assert_eq!(hp.status.as_ref().and_then(|s| s.pod_ip.as_deref()), Some("127.0.0.1"));
+    let hp = env
+        .wait_pod(ns, "hostnet", WAIT, |p| phase(p) == "Running")
+        .await?;
+    assert_eq!(
+        hp.status.as_ref().and_then(|s| s.pod_ip.as_deref()),
+        Some("127.0.0.1")
+    );
     let (_, out) = env
-        .exec(ns, "hostnet", "c", &["sh", "-c", "id -u; id -g; touch /x 2>&1 || echo ro"])
+        .exec(
+            ns,
+            "hostnet",
+            "c",
+            &["sh", "-c", "id -u; id -g; touch /x 2>&1 || echo ro"],
+        )
         .await?;
     assert!(out.starts_with("1000\n2000\n"), "{out}");
-    assert!(out.contains("Read-only file system") || out.ends_with("ro\n"), "{out}");
+    assert!(
+        out.contains("Read-only file system") || out.ends_with("ro\n"),
+        "{out}"
+    );
 
     let sh = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
     let run = |cmd: &str| {
@@ -217,36 +262,59 @@ async fn pod_with_env_volumes_resources_and_status() -> Result<()> {
             env.exec(ns, "full", "main", &args).await
         }
     };
-    let (_, out) = run("echo $PLAIN/$EXPANDED/$POD_NAME/$POD_IP/$MEM_LIMIT/$GREETING/$PASSWORD/$CM_color").await?;
-    assert_eq!(out.trim(), format!("v1/v1-x/full/{pod_ip}/64/hello/s3cret/blue"));
+    let (_, out) =
+        run("echo $PLAIN/$EXPANDED/$POD_NAME/$POD_IP/$MEM_LIMIT/$GREETING/$PASSWORD/$CM_color")
+            .await?;
+    assert_eq!(
+        out.trim(),
+        format!("v1/v1-x/full/{pod_ip}/64/hello/s3cret/blue")
+    );
     let (_, out) = run("cat /etc/cfg/conf/app.conf /etc/sec/password /etc/proj/color /etc/proj/token /etc/info/cpu; echo; cat /data/marker").await?;
-    assert_eq!(out, "a=1\ns3cret" .to_string() + "bluet0k200\nstarted\n");
+    assert_eq!(out, "a=1\ns3cret".to_string() + "bluet0k200\nstarted\n");
     let (_, out) = run("cat /etc/info/labels").await?;
     assert_eq!(out.trim(), "app=\"full\"");
     let (_, out) = run("stat -c %a /etc/sec/..data/password").await?;
     assert_eq!(out.trim(), "400");
-    let (_, out) = run("hostname; grep -c myhost /etc/hosts; grep ' /mem ' /proc/mounts | cut -d' ' -f3").await?;
+    let (_, out) =
+        run("hostname; grep -c myhost /etc/hosts; grep ' /mem ' /proc/mounts | cut -d' ' -f3")
+            .await?;
     assert_eq!(out, "myhost\n1\ntmpfs\n");
     let (_, out) = run("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max").await?;
     assert_eq!(out.trim(), "67108864");
     let (_, out) = run("cat /etc/resolv.conf").await?;
     assert!(out.contains("nameserver 10.43.0.10"), "{out}");
-    assert!(out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{out}");
+    assert!(
+        out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{out}"
+    );
     assert!(out.contains("ndots:5"), "{out}");
     // The ServiceAccount admission's kube-api-access volume: a TokenRequest token, the CA, the namespace.
-    let (_, out) = run("cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
+    let (_, out) = run(
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
         wc -c < /var/run/secrets/kubernetes.io/serviceaccount/token; \
-        grep -c BEGIN /var/run/secrets/kubernetes.io/serviceaccount/ca.crt").await?;
+        grep -c BEGIN /var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+    )
+    .await?;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first().copied(), Some("default"), "{out}");
-    assert!(lines.get(1).and_then(|n| n.trim().parse::<usize>().ok()).is_some_and(|n| n > 100), "{out}");
+    assert!(
+        lines
+            .get(1)
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > 100),
+        "{out}"
+    );
     assert_eq!(lines.get(2).copied(), Some("1"), "{out}");
     run("echo from-pod > /host/f").await?;
     assert_eq!(std::fs::read_to_string(host_dir.join("f"))?, "from-pod\n");
 
     // configMap updates reach the mounted volume.
-    cms.patch("cfg", &PatchParams::default(), &Patch::Merge(json!({"data": {"app.conf": "a=2\n"}})))
-        .await?;
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"app.conf": "a=2\n"}})),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (_, out) = run("cat /etc/cfg/conf/app.conf").await?;
@@ -310,37 +378,60 @@ async fn init_containers_restart_policies_and_crash_loops() -> Result<()> {
         "spec": {"restartPolicy": "Never",
                  "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo bye > /dev/termination-log; exit 3"]}]}
     })).await?;
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "succeeds"},
-        "spec": {"restartPolicy": "OnFailure",
-                 "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
-    })).await?;
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "succeeds"},
+            "spec": {"restartPolicy": "OnFailure",
+                     "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        }),
+    )
+    .await?;
     create_pod(&env, ns, json!({
         "metadata": {"name": "crashes"},
         "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "exit 1"]}]}
     })).await?;
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "badinit"},
-        "spec": {"restartPolicy": "Never",
-                 "initContainers": [{"name": "i", "image": "busybox", "command": ["false"]}],
-                 "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
-    })).await?;
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "badinit"},
+            "spec": {"restartPolicy": "Never",
+                     "initContainers": [{"name": "i", "image": "busybox", "command": ["false"]}],
+                     "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        }),
+    )
+    .await?;
 
-    env.wait_pod(ns, "inits", WAIT, |p| phase(p) == "Running" && ready(p)).await?;
+    env.wait_pod(ns, "inits", WAIT, |p| phase(p) == "Running" && ready(p))
+        .await?;
     let (_, out) = env.exec(ns, "inits", "app", &["cat", "/w/log"]).await?;
     assert_eq!(out, "one\ntwo\n");
-    let p = env.wait_pod(ns, "inits", WAIT, |p| phase(p) == "Running").await?;
+    let p = env
+        .wait_pod(ns, "inits", WAIT, |p| phase(p) == "Running")
+        .await?;
     let init = container_status(&p, "two").context("init status")?;
-    let t = init.state.as_ref().and_then(|s| s.terminated.as_ref()).context("init terminated")?;
+    let t = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .context("init terminated")?;
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
 
-    let p = env.wait_pod(ns, "fails", WAIT, |p| phase(p) == "Failed").await?;
-    let t = container_status(&p, "c").and_then(|c| c.state.clone()).and_then(|s| s.terminated).context("terminated")?;
+    let p = env
+        .wait_pod(ns, "fails", WAIT, |p| phase(p) == "Failed")
+        .await?;
+    let t = container_status(&p, "c")
+        .and_then(|c| c.state.clone())
+        .and_then(|s| s.terminated)
+        .context("terminated")?;
     assert_eq!(t.exit_code, 3);
     assert_eq!(t.reason.as_deref(), Some("Error"));
     assert_eq!(t.message.as_deref(), Some("bye\n"));
 
-    env.wait_pod(ns, "succeeds", WAIT, |p| phase(p) == "Succeeded").await?;
+    env.wait_pod(ns, "succeeds", WAIT, |p| phase(p) == "Succeeded")
+        .await?;
 
     let p = env
         .wait_pod(ns, "crashes", Duration::from_secs(180), |p| {
@@ -349,12 +440,18 @@ async fn init_containers_restart_policies_and_crash_loops() -> Result<()> {
         })
         .await?;
     let cs = container_status(&p, "c").context("status")?;
-    let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).context("lastState")?;
+    let last = cs
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .context("lastState")?;
     assert_eq!(last.exit_code, 1);
     assert_eq!(phase(&p), "Running");
     wait_event(&env, ns, "crashes", "BackOff").await?;
 
-    let p = env.wait_pod(ns, "badinit", WAIT, |p| phase(p) == "Failed").await?;
+    let p = env
+        .wait_pod(ns, "badinit", WAIT, |p| phase(p) == "Failed")
+        .await?;
     assert!(container_status(&p, "c").is_some_and(|c| c.restart_count == 0));
     env.check_kubelet()?;
     Ok(())
@@ -364,10 +461,15 @@ async fn init_containers_restart_policies_and_crash_loops() -> Result<()> {
 async fn errors_show_on_the_pod_and_the_agent_keeps_going() -> Result<()> {
     let mut env = node("kle", NodeOptions::default()).await?;
     let ns = "default";
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "noimage"},
-        "spec": {"containers": [{"name": "c", "image": "docker.io/library/does-not-exist:1"}]}
-    })).await?;
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "noimage"},
+            "spec": {"containers": [{"name": "c", "image": "docker.io/library/does-not-exist:1"}]}
+        }),
+    )
+    .await?;
     create_pod(&env, ns, json!({
         "metadata": {"name": "nokey"},
         "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
@@ -386,16 +488,23 @@ async fn errors_show_on_the_pod_and_the_agent_keeps_going() -> Result<()> {
 
     let p = env
         .wait_pod(ns, "noimage", WAIT, |p| {
-            matches!(waiting_reason(p, "c").as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+            matches!(
+                waiting_reason(p, "c").as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
         })
         .await?;
     assert_eq!(phase(&p), "Pending");
-    env.wait_pod(ns, "noimage", WAIT, |p| waiting_reason(p, "c").as_deref() == Some("ImagePullBackOff"))
-        .await?;
+    env.wait_pod(ns, "noimage", WAIT, |p| {
+        waiting_reason(p, "c").as_deref() == Some("ImagePullBackOff")
+    })
+    .await?;
     wait_event(&env, ns, "noimage", "Failed").await?;
 
     let p = env
-        .wait_pod(ns, "nokey", WAIT, |p| waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError"))
+        .wait_pod(ns, "nokey", WAIT, |p| {
+            waiting_reason(p, "c").as_deref() == Some("CreateContainerConfigError")
+        })
         .await?;
     let msg = container_status(&p, "c")
         .and_then(|c| c.state.as_ref())
@@ -406,10 +515,13 @@ async fn errors_show_on_the_pod_and_the_agent_keeps_going() -> Result<()> {
 
     let m = wait_event(&env, ns, "badhost", "FailedMount").await?;
     assert!(m.contains("/nonexistent/oxlet-test"), "{m}");
-    let p = env.wait_pod(ns, "badhost", WAIT, |p| phase(p) == "Pending").await?;
+    let p = env
+        .wait_pod(ns, "badhost", WAIT, |p| phase(p) == "Pending")
+        .await?;
     assert!(waiting_reason(&p, "c").is_some());
 
-    env.wait_pod(ns, "fine", WAIT, |p| phase(p) == "Running" && ready(p)).await?;
+    env.wait_pod(ns, "fine", WAIT, |p| phase(p) == "Running" && ready(p))
+        .await?;
     env.check_kubelet()?;
     Ok(())
 }
@@ -447,10 +559,15 @@ async fn graceful_deletion_hooks_probes_and_cleanup() -> Result<()> {
             "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]}
     })).await?;
 
-    let web = env.wait_pod(ns, "web", WAIT, |p| phase(p) == "Running" && ready(p)).await?;
-    let (_, out) = env.exec(ns, "web", "web", &["cat", "/tmp/poststart"]).await?;
+    let web = env
+        .wait_pod(ns, "web", WAIT, |p| phase(p) == "Running" && ready(p))
+        .await?;
+    let (_, out) = env
+        .exec(ns, "web", "web", &["cat", "/tmp/poststart"])
+        .await?;
     assert_eq!(out, "hooked\n");
-    env.wait_pod(ns, "stubborn", WAIT, |p| phase(p) == "Running").await?;
+    env.wait_pod(ns, "stubborn", WAIT, |p| phase(p) == "Running")
+        .await?;
     env.wait_pod(ns, "unhealthy", Duration::from_secs(180), |p| {
         container_status(p, "c").is_some_and(|c| c.restart_count >= 1)
     })
@@ -461,15 +578,24 @@ async fn graceful_deletion_hooks_probes_and_cleanup() -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let web_uid = web.metadata.uid.clone().context("uid")?;
     pods.delete("web", &DeleteParams::default()).await?;
-    env.wait_pod_gone(ns, "web", Duration::from_secs(60)).await?;
-    assert_eq!(env.runtime_objects(&web_uid).await?, 0, "web left runtime objects");
+    env.wait_pod_gone(ns, "web", Duration::from_secs(60))
+        .await?;
+    assert_eq!(
+        env.runtime_objects(&web_uid).await?,
+        0,
+        "web left runtime objects"
+    );
     wait_event(&env, ns, "web", "Killing").await?;
 
     let stubborn = pods.get("stubborn").await?;
     let started = Instant::now();
     pods.delete("stubborn", &DeleteParams::default()).await?;
-    env.wait_pod_gone(ns, "stubborn", Duration::from_secs(60)).await?;
-    assert!(started.elapsed() >= Duration::from_secs(3), "killed before its grace period");
+    env.wait_pod_gone(ns, "stubborn", Duration::from_secs(60))
+        .await?;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "killed before its grace period"
+    );
     let uid = stubborn.metadata.uid.context("uid")?;
     assert_eq!(env.runtime_objects(&uid).await?, 0);
     env.check_kubelet()?;
@@ -489,8 +615,10 @@ async fn thirty_pods_reach_running() -> Result<()> {
         .await?;
     }
     for i in 0..30 {
-        env.wait_pod(ns, &format!("p{i}"), Duration::from_secs(300), |p| phase(p) == "Running")
-            .await?;
+        env.wait_pod(ns, &format!("p{i}"), Duration::from_secs(300), |p| {
+            phase(p) == "Running"
+        })
+        .await?;
     }
     env.check_kubelet()?;
     Ok(())
@@ -507,7 +635,12 @@ async fn image_pull_secrets_authenticate_pulls() -> Result<()> {
     )
     .await?;
     let ns = "default";
-    let addr = env.env.auth_registry.as_ref().context("auth registry")?.addr();
+    let addr = env
+        .env
+        .auth_registry
+        .as_ref()
+        .context("auth registry")?
+        .addr();
     let image = format!("{addr}/private/busybox:latest");
     let cfg = json!({"auths": {addr.clone(): {
         "username": oxlet_e2e::runtime_env::AUTH_USER,
@@ -525,22 +658,34 @@ async fn image_pull_secrets_authenticate_pulls() -> Result<()> {
             }))?,
         )
         .await?;
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "private"},
-        "spec": {"imagePullSecrets": [{"name": "regcred"}],
-                 "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
-    }))
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "private"},
+            "spec": {"imagePullSecrets": [{"name": "regcred"}],
+                     "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+        }),
+    )
     .await?;
-    create_pod(&env, ns, json!({
-        "metadata": {"name": "nocreds"},
-        "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
-    }))
+    create_pod(
+        &env,
+        ns,
+        json!({
+            "metadata": {"name": "nocreds"},
+            "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+        }),
+    )
     .await?;
-    env.wait_pod(ns, "private", WAIT, |p| phase(p) == "Running").await?;
+    env.wait_pod(ns, "private", WAIT, |p| phase(p) == "Running")
+        .await?;
     let m = wait_event(&env, ns, "private", "Pulled").await?;
     assert!(m.contains("Successfully pulled image"), "{m}");
     env.wait_pod(ns, "nocreds", WAIT, |p| {
-        matches!(waiting_reason(p, "c").as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+        matches!(
+            waiting_reason(p, "c").as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
     })
     .await?;
     env.check_kubelet()?;
@@ -561,30 +706,49 @@ async fn kubelet_restart_keeps_pods_and_removes_orphans() -> Result<()> {
     }
     let mut before = HashMap::new();
     for name in ["keeper", "orphan", "marker"] {
-        let p = env.wait_pod(ns, name, WAIT, |p| phase(p) == "Running").await?;
+        let p = env
+            .wait_pod(ns, name, WAIT, |p| phase(p) == "Running")
+            .await?;
         before.insert(name, p);
     }
     env.stop_kubelet()?;
     // While the kubelet is down the pod object goes away for good: its containers are orphans.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    pods.delete("orphan", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
-        .await?;
+    pods.delete(
+        "orphan",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await?;
     env.start_kubelet()?;
     // A deletion handled after the restart shows the workers are running again.
     pods.delete("marker", &DeleteParams::default()).await?;
-    env.wait_pod_gone(ns, "marker", Duration::from_secs(90)).await?;
+    env.wait_pod_gone(ns, "marker", Duration::from_secs(90))
+        .await?;
     let orphan_uid = before["orphan"].metadata.uid.clone().context("uid")?;
     let deadline = Instant::now() + Duration::from_secs(90);
     while env.runtime_objects(&orphan_uid).await? > 0 {
         if Instant::now() > deadline {
-            bail!("orphan's sandbox and containers still in containerd:\n{}", env.kubelet_log());
+            bail!(
+                "orphan's sandbox and containers still in containerd:\n{}",
+                env.kubelet_log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let keeper = pods.get("keeper").await?;
     let id = |p: &Pod| container_status(p, "c").and_then(|c| c.container_id.clone());
-    assert_eq!(id(&keeper), id(&before["keeper"]), "keeper's container was restarted");
-    assert_eq!(container_status(&keeper, "c").map(|c| c.restart_count), Some(0));
+    assert_eq!(
+        id(&keeper),
+        id(&before["keeper"]),
+        "keeper's container was restarted"
+    );
+    assert_eq!(
+        container_status(&keeper, "c").map(|c| c.restart_count),
+        Some(0)
+    );
     assert_eq!(phase(&keeper), "Running");
     env.check_kubelet()?;
     Ok(())
@@ -598,7 +762,10 @@ async fn static_pods_run_from_files_with_mirror_pods() -> Result<()> {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let manifests = Dir(PathBuf::from(format!("/tmp/oxt-static-{}", std::process::id())));
+    let manifests = Dir(PathBuf::from(format!(
+        "/tmp/oxt-static-{}",
+        std::process::id()
+    )));
     std::fs::create_dir_all(&manifests.0)?;
     let file = manifests.0.join("web.yaml");
     std::fs::write(
@@ -617,10 +784,15 @@ async fn static_pods_run_from_files_with_mirror_pods() -> Result<()> {
     .await?;
     let ns = "default";
     let name = format!("web-{}", env.node_name);
-    let mirror = env.wait_pod(ns, &name, WAIT, |p| phase(p) == "Running").await?;
+    let mirror = env
+        .wait_pod(ns, &name, WAIT, |p| phase(p) == "Running")
+        .await?;
     let ann = mirror.metadata.annotations.clone().unwrap_or_default();
     assert!(ann.contains_key("kubernetes.io/config.mirror"), "{ann:?}");
-    assert_eq!(ann.get("kubernetes.io/config.source").map(String::as_str), Some("file"));
+    assert_eq!(
+        ann.get("kubernetes.io/config.source").map(String::as_str),
+        Some("file")
+    );
     let (_, out) = env.exec(ns, &name, "c", &["hostname"]).await?;
     assert_eq!(out.trim(), name);
     // Deleting the mirror pod does not stop the static pod; the kubelet recreates the mirror.
@@ -633,7 +805,8 @@ async fn static_pods_run_from_files_with_mirror_pods() -> Result<()> {
     .await?;
     // Removing the file stops the pod and removes its mirror.
     std::fs::remove_file(&file)?;
-    env.wait_pod_gone(ns, &name, Duration::from_secs(90)).await?;
+    env.wait_pod_gone(ns, &name, Duration::from_secs(90))
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.container_id(ns, &name, "c").await.is_ok() {
         if Instant::now() > deadline {

@@ -143,10 +143,8 @@ impl KubeEventSink {
                 let Some((obj, type_, why, message)) = item else {
                     break;
                 };
-                if let Err(e) = post(
-                    &client, &node_name, &mut seen, &obj, type_, &why, &message,
-                )
-                .await
+                if let Err(e) =
+                    post(&client, &node_name, &mut seen, &obj, type_, &why, &message).await
                 {
                     tracing::debug!(reason = %why, error = %e, "event not recorded");
                 }

@@ -173,9 +173,15 @@ mod tests {
     #[test]
     fn taints_and_labels() {
         let t = parse_taint("dedicated=gpu:NoSchedule").expect("taint");
-        assert_eq!((t.key.as_str(), t.value.as_deref(), t.effect.as_str()), ("dedicated", Some("gpu"), "NoSchedule"));
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
         let t = parse_taint("spot:NoExecute").expect("taint");
-        assert_eq!((t.key.as_str(), t.value, t.effect.as_str()), ("spot", None, "NoExecute"));
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("spot", None, "NoExecute")
+        );
         assert!(parse_taint("x=y:Bogus").is_err());
         assert!(parse_taint("nokey").is_err());
         let l = parse_labels(&["a=b".into(), "c=".into()]).expect("labels");

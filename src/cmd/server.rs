@@ -349,7 +349,6 @@ async fn build_app(
     Ok((handlers::router(Arc::new(state)), auth))
 }
 
-
 /// Runs the API server until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = match validate(args) {
