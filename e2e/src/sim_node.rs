@@ -160,7 +160,8 @@ impl SimNodes {
             json!({"type": kind, "status": status, "reason": reason, "message": message,
                 "lastHeartbeatTime": t, "lastTransitionTime": t})
         };
-        let res = json!({"cpu": self.config.cpu, "memory": self.config.memory, "pods": self.config.pods});
+        let res =
+            json!({"cpu": self.config.cpu, "memory": self.config.memory, "pods": self.config.pods});
         let status = json!({"status": {
             "capacity": res,
             "allocatable": res,
@@ -390,7 +391,8 @@ async fn write_pod(
                         "restartCount": 0, "state": {"running": {"startedAt": t}}})
                 })
                 .collect();
-            let cond = |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": t});
+            let cond =
+                |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": t});
             let status = json!({"status": {
                 "phase": "Running",
                 "podIP": pod_ip,
