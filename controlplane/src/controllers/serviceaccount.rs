@@ -35,6 +35,7 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         by_name.clone(),
         "serviceaccounts",
     );
+    tasks.spawn(sweep(client.clone(), ctx.shutdown.clone()));
     let shared = Arc::new(Ctx {
         client: client.clone(),
         accounts,
@@ -55,6 +56,62 @@ pub async fn run(ctx: Context) -> Result<(), String> {
     .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
     .run(reconcile, common::error_policy, shared);
     common::drive(stream, tasks, ctx.shutdown).await
+}
+
+/// A safety net beside the watch-driven loop: every few seconds, read namespaces and accounts
+/// straight from the API and create what is missing. Under heavy load at start-up the
+/// controller was seen to never reconcile some bootstrap namespaces (cause not found yet), which
+/// left them without `default` and every pod create there refused.
+async fn sweep(client: kube::Client, shutdown: tokio_util::sync::CancellationToken) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+        let list = match namespaces.list(&Default::default()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "serviceaccount sweep: list namespaces");
+                continue;
+            }
+        };
+        for ns in list.items {
+            let active = ns.metadata.deletion_timestamp.is_none()
+                && ns.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating");
+            if !active {
+                continue;
+            }
+            let name = ns.name_any();
+            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+            for account in DEFAULT_ACCOUNTS {
+                match api.get_opt(account).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "serviceaccount sweep: get");
+                        continue;
+                    }
+                }
+                let sa = ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some((*account).into()),
+                        namespace: Some(name.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match api.create(&PostParams::default(), &sa).await {
+                    Ok(_) => {
+                        tracing::warn!(namespace = %name, account, "serviceaccount created by the sweep: the watch-driven loop missed it")
+                    }
+                    Err(e) => {
+                        tracing::debug!(namespace = %name, error = %e, "serviceaccount sweep: create")
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -87,7 +144,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
             // Exists already (the store lags) or the namespace started terminating.
             Err(e)
                 if common::is_conflict(&e)
-                    || matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 404) => {}
+                    || matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 404) =>
+            {
+                tracing::debug!(namespace = %name, error = %e, "serviceaccount create refused");
+            }
             Err(e) => {
                 return Err(api_err(format!("create serviceaccount {name}/{account}"))(
                     e,
