@@ -21,7 +21,7 @@ clippy:
 
 # Unit and integration tests (integration tests need root: namespaces, containerd, registries).
 test: setup fmt-check clippy
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 # Where `make standalone` keeps its cluster: server/ and agent/ (bundled images in agent/images).
 OXLET_DATA_DIR ?= /var/lib/oxlet
