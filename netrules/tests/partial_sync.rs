@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use oxlet_netrules::nft::{diff, full_sync, render, Ruleset};
+use oxlet_netrules::nft::{
+    diff, full_sync, full_sync_header, partial_sync, render, render_base, render_service,
+    service_lines, Ruleset,
+};
 use oxlet_netrules::{Family, Model};
 
 fn model_with(n: usize) -> Model {
@@ -152,4 +155,62 @@ fn affinity_sets_survive_unrelated_changes() {
     // Only the new endpoint's set is created; existing ones keep their entries.
     assert_eq!(script.matches("add set").count(), 1, "{script}");
     assert!(!script.contains("delete set"), "{script}");
+}
+
+#[test]
+fn per_service_partial_sync_matches_the_ruleset_diff() {
+    // What the proxy does: re-render only the changed services and diff them.
+    let old_model = model_with(50);
+    let old = render(&old_model, Family::V4);
+    let mut new_model = old_model.clone();
+    let changed = [
+        spn("ns", "svc0003"),
+        spn("ns", "svc0040"),
+        spn("ns", "added"),
+    ];
+    new_model.services.remove(&changed[0]);
+    new_model
+        .services
+        .get_mut(&changed[1])
+        .expect("exists")
+        .endpoints
+        .pop();
+    new_model
+        .services
+        .insert(changed[2].clone(), svc("172.30.9.9", &[ep("10.9.9.9", 80)]));
+    let whole = diff(Some(&old), &render(&new_model, Family::V4));
+
+    // In name order, as the whole diff visits them.
+    let mut changed = changed.to_vec();
+    changed.sort();
+    let rendered: Vec<_> = changed
+        .iter()
+        .map(|n| {
+            let one = |m: &Model| {
+                m.services
+                    .get(n)
+                    .and_then(|s| render_service(m, Family::V4, n, s))
+                    .unwrap_or_default()
+            };
+            (one(&old_model), one(&new_model))
+        })
+        .collect();
+    let pairs: Vec<_> = rendered.iter().map(|(a, b)| (a, b)).collect();
+    let part = partial_sync("ip oxlet", &pairs, &old.stale_chains);
+    assert_eq!(part.ops, whole.ops());
+    assert_eq!(part.stale_chains, whole.applied().stale_chains);
+
+    // A service rendered alone is the one in the full ruleset; base + services is render.
+    let full = render(&new_model, Family::V4);
+    for (name, s) in &new_model.services {
+        assert_eq!(
+            render_service(&new_model, Family::V4, name, s).as_ref(),
+            full.services.get(name)
+        );
+    }
+    let mut header = full_sync_header(&render_base(&new_model, Family::V4));
+    for rules in full.services.values() {
+        header.extend(service_lines("ip oxlet", rules));
+    }
+    assert_eq!(header, full_sync(&full).ops());
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod healthz;
 pub mod metrics;
 pub mod model;
+pub mod projection;
 pub mod proxier;
 pub mod run;
 pub mod service_change_tracker;

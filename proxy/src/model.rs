@@ -223,6 +223,101 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
     ))
 }
 
+/// What the proxy keeps of one EndpointSlice: its Service, ports and endpoints, with the
+/// endpoints' locality already decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// The slice's name (slices of one Service are merged in name order).
+    pub name: String,
+    /// `namespace/name` of the Service, from the service-name label.
+    pub service: Option<(String, String)>,
+    /// `(name, protocol, port)` of each usable port.
+    pub ports: Vec<(String, Protocol, u16)>,
+    /// The endpoints, with `port` 0 (the port comes from `ports`).
+    pub endpoints: Vec<Endpoint>,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation, if valid.
+    pub trigger_time: Option<jiff::Timestamp>,
+}
+
+/// The parts of `slice` the proxy uses; endpoints on `node_name` are local. Slices of an
+/// address type other than IPv4/IPv6 (FQDN) have no endpoints.
+pub fn project_slice(slice: &EndpointSlice, node_name: &str) -> SliceInfo {
+    let trigger_time = slice
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::endpoints_change_tracker::TRIGGER_TIME_ANNOTATION))
+        .and_then(|t| t.parse().ok());
+    let mut info = SliceInfo {
+        name: slice.metadata.name.clone().unwrap_or_default(),
+        service: slice_service(slice),
+        ports: Vec::new(),
+        endpoints: Vec::new(),
+        trigger_time,
+    };
+    if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+        return info;
+    }
+    info.ports = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p.name.clone().unwrap_or_default(),
+                parse_protocol(p.protocol.as_deref())?,
+                p.port.and_then(port_u16)?,
+            ))
+        })
+        .collect();
+    for ep in &slice.endpoints {
+        // As upstream: only the first address of an endpoint is used.
+        let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let cond = ep.conditions.as_ref();
+        // A nil ready condition means ready (upstream's EndpointConditions doc).
+        let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+        let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+        let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
+        info.endpoints.push(Endpoint {
+            ip,
+            port: 0,
+            ready,
+            serving,
+            terminating,
+            is_local: ep.node_name.as_deref() == Some(node_name),
+        });
+    }
+    info
+}
+
+/// Endpoints for the port named `port_name`/`protocol` from the slices of one Service, in
+/// any order, deduplicated by address and port: the first slice by name wins.
+pub fn merge_endpoints<'a>(
+    slices: impl IntoIterator<Item = &'a SliceInfo>,
+    port_name: &str,
+    protocol: Protocol,
+) -> Vec<Endpoint> {
+    let mut sorted: Vec<&SliceInfo> = slices.into_iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
+    for slice in sorted {
+        let Some(&(_, _, port)) = slice
+            .ports
+            .iter()
+            .find(|(name, proto, _)| name == port_name && *proto == protocol)
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            out.entry((ep.ip, port))
+                .or_insert(Endpoint { port, ..ep.clone() });
+        }
+    }
+    out.into_values().collect()
+}
+
 /// Endpoints for the port named `port_name`/`protocol` from every slice given (the slices of
 /// one Service), deduplicated by address and port: the first slice by name wins.
 pub fn endpoints_for(
@@ -231,43 +326,8 @@ pub fn endpoints_for(
     protocol: Protocol,
     node_name: &str,
 ) -> Vec<Endpoint> {
-    let mut sorted: Vec<&EndpointSlice> = slices.to_vec();
-    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut out: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
-    for slice in sorted {
-        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
-            continue;
-        }
-        let Some(port) = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or_default() == port_name
-                && parse_protocol(p.protocol.as_deref()) == Some(protocol)
-        }) else {
-            continue;
-        };
-        let Some(port) = port.port.and_then(port_u16) else {
-            continue;
-        };
-        for ep in &slice.endpoints {
-            // As upstream: only the first address of an endpoint is used.
-            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            let cond = ep.conditions.as_ref();
-            // A nil ready condition means ready (upstream's EndpointConditions doc).
-            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-            let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
-            out.entry((ip, port)).or_insert(Endpoint {
-                ip,
-                port,
-                ready,
-                serving,
-                terminating,
-                is_local: ep.node_name.as_deref() == Some(node_name),
-            });
-        }
-    }
-    out.into_values().collect()
+    let infos: Vec<SliceInfo> = slices.iter().map(|s| project_slice(s, node_name)).collect();
+    merge_endpoints(&infos, port_name, protocol)
 }
 
 /// Builds the whole model. Malformed Services are left out and returned as errors; every

@@ -1,47 +1,54 @@
-//! One sync: store snapshots → [`Model`](oxlet_netrules::Model) → rules applied, as
-//! upstream's `syncProxyRules` (kubernetes/kubernetes pkg/proxy/nftables/proxier.go).
+//! One sync: tracked changes → [`Model`](oxlet_netrules::Model) → rules applied, as upstream's
+//! `syncProxyRules` (kubernetes/kubernetes pkg/proxy/nftables/proxier.go).
 //!
-//! nftables syncs are partial (only changed service ports, from the last successfully applied
-//! ruleset) unless forced full: first sync, after any failure, or when a periodic sync finds
-//! our table changed behind our back. iptables syncs always rewrite all our chains
-//! (`iptables-restore --noflush`), which repairs tampering by themselves.
+//! The model is kept between syncs and updated only for the Services whose ports or endpoints
+//! changed, so a sync's cost follows the number of changes. nftables syncs are partial (the
+//! changed service ports' chains, sets and map elements) unless forced full: first sync, after
+//! any failure, when node-level inputs change, or when a periodic sync finds chains of our
+//! table gone. A full sync renders and streams the table service by service; no rendered
+//! ruleset is kept, only the names of its chains (as hashes) and the stale ones. iptables
+//! syncs always rewrite all our chains (`iptables-restore --noflush`), which repairs tampering
+//! by itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
 use oxlet_netrules::apply::conntrack::Conntrack;
 use oxlet_netrules::apply::iptables::Iptables;
 use oxlet_netrules::apply::nft::Nft;
 use oxlet_netrules::apply::Command;
-use oxlet_netrules::iptables::IptablesRules;
-use oxlet_netrules::nft::Ruleset;
-use oxlet_netrules::{Family, Model};
+use oxlet_netrules::iptables::IptablesChains;
+use oxlet_netrules::nft::ServiceRules;
+use oxlet_netrules::{Family, Model, ServicePort, ServicePortName};
 use tracing::Instrument;
 
 use crate::config::{Config, NodePortAddress, ProxyMode};
 use crate::endpoints_change_tracker::EndpointsChangeTracker;
 use crate::healthz::ProxyHealth;
 use crate::metrics::{unix_now, Metrics};
-use crate::model::{self, NodeInfo};
+use crate::model;
+use crate::projection::ObjectKey;
 use crate::service_change_tracker::ServiceChangeTracker;
 use crate::service_health::{health_check_ports, local_ready_endpoints, ServiceHealthServer};
 use crate::sync_runner::SyncReason;
 
-/// The stores a sync reads.
-#[derive(Clone)]
-pub struct Stores {
-    /// All Services.
-    pub services: Store<Service>,
-    /// All EndpointSlices.
-    pub slices: Store<EndpointSlice>,
-    /// Our Node (zero or one object).
-    pub nodes: Store<Node>,
+/// What the kernel holds of one family's nft table, as far as the next sync needs to know.
+#[derive(Debug, Default)]
+struct NftApplied {
+    /// Hashes of the chains that must exist (tamper detection).
+    chains: HashSet<u64>,
+    /// Chains a partial sync flushed; the next one deletes them.
+    stale: BTreeSet<String>,
 }
+
+/// One service port whose model changed in this sync: before and after.
+type PortChange = (ServicePortName, Option<ServicePort>, Option<ServicePort>);
 
 /// The sync state between runs.
 pub struct Proxier {
@@ -51,38 +58,63 @@ pub struct Proxier {
     nodeport_config: Vec<NodePortAddress>,
     masquerade_all: bool,
     cmd: Command,
-    stores: Stores,
-    service_changes: Arc<ServiceChangeTracker>,
-    endpoint_changes: Arc<EndpointsChangeTracker>,
+    nodes: Store<Node>,
+    services: Arc<ServiceChangeTracker>,
+    endpoints: Arc<EndpointsChangeTracker>,
     metrics: Metrics,
     health: Arc<ProxyHealth>,
     service_health: Option<Arc<ServiceHealthServer>>,
     families: BTreeSet<Family>,
-    nft_applied: BTreeMap<Family, Ruleset>,
-    ipt_applied: BTreeMap<Family, IptablesRules>,
+    model: Option<Model>,
+    nft_applied: BTreeMap<Family, NftApplied>,
+    ipt_applied: BTreeMap<Family, IptablesChains>,
     need_full: bool,
     sync_id: u64,
+    last: SyncStats,
 }
 
-/// What one sync did, for the summary log.
-#[derive(Debug, Default)]
-struct Summary {
-    services: usize,
-    endpoints: usize,
-    skipped: usize,
-    operations: usize,
+/// What one sync did (summary log, benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Whether the tables were recreated.
+    pub full: bool,
+    /// Service ports whose model changed.
+    pub changed_ports: usize,
+    /// nft commands or iptables rules sent.
+    pub operations: usize,
+    /// Time spent running the tools (for a full nft sync, which streams, this includes
+    /// rendering the services).
+    pub apply: std::time::Duration,
+    /// The whole sync.
+    pub total: std::time::Duration,
+}
+
+type Summary = SyncStats;
+
+fn hash_name(name: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// The first key of `service`'s ports in a model (names order by namespace, name, port name,
+/// protocol; the empty port name and TCP sort first).
+fn first_port_of(service: &ObjectKey) -> ServicePortName {
+    ServicePortName::new(&service.0, &service.1, "", oxlet_netrules::Protocol::Tcp)
 }
 
 impl Proxier {
-    /// A proxier that has applied nothing yet (its first sync is full).
+    /// A proxier that has applied nothing yet (its first sync is full). `nodes` holds our own
+    /// Node (zero or one object); the trackers are fed by the Service and EndpointSlice
+    /// watches.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
         node_name: String,
         cmd: Command,
-        stores: Stores,
-        service_changes: Arc<ServiceChangeTracker>,
-        endpoint_changes: Arc<EndpointsChangeTracker>,
+        nodes: Store<Node>,
+        services: Arc<ServiceChangeTracker>,
+        endpoints: Arc<EndpointsChangeTracker>,
         metrics: Metrics,
         health: Arc<ProxyHealth>,
     ) -> Self {
@@ -93,17 +125,19 @@ impl Proxier {
             nodeport_config: config.node_port_addresses.clone(),
             masquerade_all: config.masquerade_all,
             cmd,
-            stores,
-            service_changes,
-            endpoint_changes,
+            nodes,
+            services,
+            endpoints,
             metrics,
             health,
             service_health: None,
             families: [Family::V4].into(),
+            model: None,
             nft_applied: BTreeMap::new(),
             ipt_applied: BTreeMap::new(),
             need_full: true,
             sync_id: 0,
+            last: SyncStats::default(),
         }
     }
 
@@ -113,7 +147,17 @@ impl Proxier {
         self
     }
 
-    /// Runs one sync; returns whether the rules are now what the stores say.
+    /// What the last sync did.
+    pub fn last_sync(&self) -> SyncStats {
+        self.last
+    }
+
+    /// The model of the last sync (`None` before the first).
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_ref()
+    }
+
+    /// Runs one sync; returns whether the rules are now what the trackers say.
     pub async fn sync(&mut self, reason: SyncReason) -> bool {
         self.sync_id += 1;
         self.metrics.last_queued_timestamp.set(unix_now());
@@ -134,20 +178,21 @@ impl Proxier {
     async fn table_tampered(&self) -> bool {
         let nft = Nft::new(self.cmd.clone());
         for (family, applied) in &self.nft_applied {
-            match nft.list_table(*family).await {
-                Ok(listing) => {
-                    let missing = applied.missing_from_listing(&listing);
-                    if !missing.is_empty() {
+            match nft.list_chain_names(*family).await {
+                Ok(names) => {
+                    let present: HashSet<u64> = names.iter().map(|n| hash_name(n)).collect();
+                    let missing = applied.chains.difference(&present).count();
+                    if missing > 0 {
                         tracing::warn!(
-                            table = %applied.table(),
-                            missing = missing.len(),
+                            family = ?family,
+                            missing,
                             "our table was changed by someone else, doing a full sync"
                         );
                         return true;
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(table = %applied.table(), %err, "cannot list our table, doing a full sync");
+                    tracing::warn!(family = ?family, %err, "cannot list our chains, doing a full sync");
                     return true;
                 }
             }
@@ -155,8 +200,9 @@ impl Proxier {
         false
     }
 
-    fn build_model(&self) -> (Model, usize) {
-        let node = self.stores.nodes.state().into_iter().next();
+    /// The node-level part of the model from our Node and the configuration.
+    fn node_model(&self) -> Model {
+        let node = self.nodes.state().into_iter().next();
         let node_ips = node.as_deref().map(model::node_ips).unwrap_or_default();
         let eligible = node
             .as_deref()
@@ -165,63 +211,139 @@ impl Proxier {
         if node.is_none() {
             tracing::debug!(node = %self.node_name, "own Node not found; NodePorts on every local address");
         }
-        let info = NodeInfo {
+        Model {
             node_name: self.node_name.clone(),
             nodeport_addresses: model::nodeport_addresses(&self.nodeport_config, &node_ips),
             node_ips,
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
-        };
-        let (model, errors) = model::build(
-            &info,
-            &self.stores.services.state(),
-            &self.stores.slices.state(),
-        );
-        for e in &errors {
-            tracing::warn!(namespace = %e.namespace, name = %e.name, reason = %e.reason, "service skipped");
+            services: BTreeMap::new(),
         }
-        (model, errors.len())
+    }
+
+    /// The ports of `service` with their endpoints, as the trackers have them now.
+    fn service_model(&self, service: &ObjectKey) -> Vec<(ServicePortName, ServicePort)> {
+        match self.services.get(service) {
+            Some(Ok(ports)) => ports
+                .into_iter()
+                .map(|(spn, mut sp)| {
+                    sp.endpoints =
+                        self.endpoints
+                            .endpoints_for(service, &spn.port_name, spn.protocol);
+                    (spn, sp)
+                })
+                .collect(),
+            // Deleted, or malformed (logged when it was seen).
+            _ => Vec::new(),
+        }
+    }
+
+    /// Brings the model up to date: whole when `rebuild` (or there is none yet), else only
+    /// for `changed` Services. Returns the service ports that changed (all of them on a
+    /// rebuild).
+    fn update_model(
+        &mut self,
+        base: Model,
+        changed: &BTreeSet<ObjectKey>,
+        rebuild: bool,
+    ) -> Vec<PortChange> {
+        let mut model = match self.model.take() {
+            Some(m) if !rebuild => m,
+            _ => {
+                let mut keys = Vec::new();
+                self.services.for_each(|k, _| keys.push(k.clone()));
+                let mut m = base;
+                for key in keys {
+                    m.services.extend(self.service_model(&key));
+                }
+                let changes = m
+                    .services
+                    .iter()
+                    .map(|(n, s)| (n.clone(), None, Some(s.clone())))
+                    .collect();
+                self.model = Some(m);
+                return changes;
+            }
+        };
+        let mut changes = Vec::new();
+        for service in changed {
+            let old: Vec<(ServicePortName, ServicePort)> = model
+                .services
+                .range(first_port_of(service)..)
+                .take_while(|(n, _)| n.namespace == service.0 && n.name == service.1)
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect();
+            for (n, _) in &old {
+                model.services.remove(n);
+            }
+            let new = self.service_model(service);
+            let mut old: BTreeMap<ServicePortName, ServicePort> = old.into_iter().collect();
+            for (n, s) in new {
+                let before = old.remove(&n);
+                if before.as_ref() != Some(&s) {
+                    changes.push((n.clone(), before, Some(s.clone())));
+                }
+                model.services.insert(n, s);
+            }
+            changes.extend(old.into_iter().map(|(n, s)| (n, Some(s), None)));
+        }
+        self.model = Some(model);
+        changes
     }
 
     async fn sync_inner(&mut self, full: bool) -> bool {
         let started = Instant::now();
-        let service_changes = self.service_changes.take();
-        let endpoint_changes = self.endpoint_changes.take();
+        let service_changes = self.services.take();
+        let endpoint_changes = self.endpoints.take();
         self.metrics
             .service_changes
             .inc_by(service_changes.len() as u64);
         self.metrics
             .endpoint_changes
             .inc_by(endpoint_changes.services.len() as u64);
-        let (model, skipped) = self.build_model();
-        // A family is programmed once anything of it appears, and stays programmed.
+        let base = self.node_model();
+        let base_changed = self.model.as_ref().is_none_or(|m| {
+            (&m.node_ips, &m.nodeport_addresses) != (&base.node_ips, &base.nodeport_addresses)
+        });
+        let changed: BTreeSet<ObjectKey> = service_changes
+            .iter()
+            .chain(&endpoint_changes.services)
+            .cloned()
+            .collect();
+        let port_changes = self.update_model(base, &changed, base_changed);
+        let full = full || base_changed;
+        let Some(model) = self.model.take() else {
+            return false;
+        };
+        // A family is programmed once anything of it appears, and stays programmed; its
+        // table starts with a full sync.
         let has_v6 = model.node_ips.iter().any(|ip| ip.is_ipv6())
             || model.cluster_cidrs.iter().any(|c| !c.is_ipv4())
             || model
                 .services
                 .values()
                 .any(|s| s.cluster_ips.iter().any(|ip| ip.is_ipv6()));
-        if has_v6 {
-            self.families.insert(Family::V6);
-        }
+        let full = full || (has_v6 && self.families.insert(Family::V6));
         let mut summary = Summary {
-            services: model.services.len(),
-            endpoints: model.services.values().map(|s| s.endpoints.len()).sum(),
-            skipped,
-            operations: 0,
+            full,
+            changed_ports: port_changes.len(),
+            ..Default::default()
         };
         let result = match self.mode {
-            ProxyMode::Nftables => self.apply_nft(&model, full, &mut summary).await,
+            ProxyMode::Nftables if full => self.nft_full(&model, &mut summary).await,
+            ProxyMode::Nftables => self.nft_partial(&model, &port_changes, &mut summary).await,
             ProxyMode::Iptables => self.apply_iptables(&model, &mut summary).await,
         };
-        let elapsed = started.elapsed().as_secs_f64();
+        summary.total = started.elapsed();
+        self.last = summary;
+        let elapsed = summary.total.as_secs_f64();
         self.metrics.sync_duration.observe(elapsed);
         if full {
             self.metrics.sync_full_duration.observe(elapsed);
         } else {
             self.metrics.sync_partial_duration.observe(elapsed);
         }
-        match result {
+        let ok = match result {
             Ok(()) => {
                 self.need_full = false;
                 self.metrics.last_timestamp.set(unix_now());
@@ -236,12 +358,18 @@ impl Proxier {
                 }
                 self.after_sync(&model).await;
                 tracing::info!(
-                    services = summary.services,
-                    endpoints = summary.endpoints,
-                    skipped = summary.skipped,
+                    services = model.services.len(),
+                    endpoints = model
+                        .services
+                        .values()
+                        .map(|s| s.endpoints.len())
+                        .sum::<usize>(),
+                    skipped = self.services.skipped(),
                     changed_services = service_changes.len(),
                     changed_endpoints = endpoint_changes.services.len(),
+                    changed_ports = summary.changed_ports,
                     operations = summary.operations,
+                    apply_ms = summary.apply.as_millis() as u64,
                     elapsed_ms = (elapsed * 1000.0) as u64,
                     "synced proxy rules"
                 );
@@ -249,7 +377,7 @@ impl Proxier {
             }
             Err(err) => {
                 // As upstream: after a failure the kernel state is unknown, so the next
-                // sync starts from scratch.
+                // sync starts from scratch (from the model, which is up to date).
                 self.need_full = true;
                 match self.mode {
                     ProxyMode::Nftables => self.metrics.nftables_sync_failures.inc(),
@@ -258,7 +386,9 @@ impl Proxier {
                 tracing::error!(%err, "sync failed, the next sync is full");
                 false
             }
-        }
+        };
+        self.model = Some(model);
+        ok
     }
 
     /// What follows a successful sync, as upstream's `syncProxyRules` tail: health check
@@ -291,24 +421,90 @@ impl Proxier {
         }
     }
 
-    async fn apply_nft(
+    /// Recreates each family's table from the model, rendering and streaming one service at
+    /// a time so the whole ruleset never sits in memory.
+    async fn nft_full(
         &mut self,
         model: &Model,
-        full: bool,
         summary: &mut Summary,
     ) -> Result<(), oxlet_netrules::Error> {
         let nft = Nft::new(self.cmd.clone());
         for family in self.families.clone() {
-            let new = oxlet_netrules::nft::render(model, family);
-            let tx = if full {
-                oxlet_netrules::nft::full_sync(&new)
-            } else {
-                oxlet_netrules::nft::diff(self.nft_applied.get(&family), &new)
+            let base = oxlet_netrules::nft::render_base(model, family);
+            let table = base.table();
+            let mut chains: HashSet<u64> = base
+                .base_chains
+                .iter()
+                .map(|c| hash_name(&c.name))
+                .collect();
+            let mut ops = 0usize;
+            let header = oxlet_netrules::nft::full_sync_header(&base);
+            ops += header.len();
+            let services = model.services.iter().filter_map(|(spn, svc)| {
+                oxlet_netrules::nft::render_service(model, family, spn, svc)
+            });
+            let lines = header.into_iter().chain(services.flat_map(|rules| {
+                chains.extend(rules.chains.iter().map(|c| hash_name(&c.name)));
+                let lines = oxlet_netrules::nft::service_lines(&table, &rules);
+                ops += lines.len();
+                lines
+            }));
+            let t = Instant::now();
+            let result = nft.run_lines(lines).await;
+            summary.apply += t.elapsed();
+            summary.operations += ops;
+            result?;
+            self.nft_applied.insert(
+                family,
+                NftApplied {
+                    chains,
+                    stale: BTreeSet::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Rewrites only the changed service ports' objects.
+    async fn nft_partial(
+        &mut self,
+        model: &Model,
+        changes: &[PortChange],
+        summary: &mut Summary,
+    ) -> Result<(), oxlet_netrules::Error> {
+        let nft = Nft::new(self.cmd.clone());
+        for family in self.families.clone() {
+            let applied = self.nft_applied.entry(family).or_default();
+            let render = |spn: &ServicePortName, svc: &Option<ServicePort>| {
+                svc.as_ref()
+                    .and_then(|s| oxlet_netrules::nft::render_service(model, family, spn, s))
+                    .unwrap_or_default()
             };
-            summary.operations += tx.len();
-            tracing::trace!(script = %tx.to_nft_script(), "nft transaction");
-            nft.apply(&tx).await?;
-            self.nft_applied.insert(family, tx.into_applied());
+            let rendered: Vec<(ServiceRules, ServiceRules)> = changes
+                .iter()
+                .map(|(spn, old, new)| (render(spn, old), render(spn, new)))
+                .collect();
+            let pairs: Vec<(&ServiceRules, &ServiceRules)> =
+                rendered.iter().map(|(a, b)| (a, b)).collect();
+            let table = format!("{} {}", family.nft(), oxlet_netrules::nft::TABLE);
+            let tx = oxlet_netrules::nft::partial_sync(&table, &pairs, &applied.stale);
+            summary.operations += tx.ops.len();
+            if !tx.ops.is_empty() {
+                tracing::trace!(script = %tx.to_nft_script(), "nft transaction");
+                let t = Instant::now();
+                let result = nft.run_script(&tx.to_nft_script()).await;
+                summary.apply += t.elapsed();
+                result?;
+            }
+            for (before, after) in &rendered {
+                for c in &before.chains {
+                    applied.chains.remove(&hash_name(&c.name));
+                }
+                applied
+                    .chains
+                    .extend(after.chains.iter().map(|c| hash_name(&c.name)));
+            }
+            applied.stale = tx.stale_chains;
         }
         Ok(())
     }
@@ -322,12 +518,14 @@ impl Proxier {
             let rules = oxlet_netrules::iptables::render(model, family);
             // Chains of the last applied rules that are gone get deleted (declaring them
             // first makes that safe even when a failed run left them absent).
-            let previous = self.ipt_applied.get(&family);
             summary.operations += rules.filter.rules.len() + rules.nat.rules.len();
-            Iptables::new(self.cmd.clone(), family)
-                .apply(&rules, previous)
-                .await?;
-            self.ipt_applied.insert(family, rules);
+            let t = Instant::now();
+            let result = Iptables::new(self.cmd.clone(), family)
+                .apply_after(&rules, self.ipt_applied.get(&family))
+                .await;
+            summary.apply += t.elapsed();
+            result?;
+            self.ipt_applied.insert(family, rules.chain_names());
         }
         Ok(())
     }

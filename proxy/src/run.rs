@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::healthz::{self, ProxyHealth};
 use crate::metrics::Metrics;
 use crate::model;
-use crate::proxier::{Proxier, Stores};
+use crate::proxier::Proxier;
 use crate::service_change_tracker::ServiceChangeTracker;
 use crate::service_health::ServiceHealthServer;
 use crate::sync_runner::{SyncRunner, Trigger};
@@ -150,45 +150,37 @@ pub async fn run_with_registry(
     let runner = SyncRunner::new(config.min_sync_period, config.sync_period);
     let trigger = runner.trigger();
     let service_changes = Arc::new(ServiceChangeTracker::new());
-    let endpoint_changes = Arc::new(EndpointsChangeTracker::new());
+    let endpoint_changes = Arc::new(EndpointsChangeTracker::new(&node_name));
 
-    let (services, writer) = reflector::store::<Service>();
+    // Services and EndpointSlices go into the change trackers, which keep only what the
+    // rules need (see `projection`); each relevant change asks for a sync.
     {
-        let (reader, tracker, trigger) =
-            (services.clone(), service_changes.clone(), trigger.clone());
+        let (tracker, trigger) = (service_changes.clone(), trigger.clone());
         let stream = watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
         .map_ok(move |ev| {
-            on_event(&reader, &ev, &trigger, |p, c| tracker.update(p, c));
-            ev
+            if tracker.apply(&ev) {
+                trigger.notify();
+            }
         });
-        tasks.spawn(drive(
-            "services",
-            reflector::reflector(writer, stream),
-            token.clone(),
-        ));
+        tasks.spawn(drive("services", stream, token.clone()));
     }
-    let (slices, writer) = reflector::store::<EndpointSlice>();
     {
-        let (reader, tracker, trigger) =
-            (slices.clone(), endpoint_changes.clone(), trigger.clone());
+        let (tracker, trigger) = (endpoint_changes.clone(), trigger.clone());
         let stream = watcher(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
         .map_ok(move |ev| {
-            on_event(&reader, &ev, &trigger, |p, c| tracker.update(p, c));
-            ev
+            if tracker.apply(&ev) {
+                trigger.notify();
+            }
         });
-        tasks.spawn(drive(
-            "endpointslices",
-            reflector::reflector(writer, stream),
-            token.clone(),
-        ));
+        tasks.spawn(drive("endpointslices", stream, token.clone()));
     }
     let (nodes, writer) = reflector::store::<Node>();
     {
@@ -197,12 +189,7 @@ pub async fn run_with_registry(
         let stream = watcher(Api::<Node>::all(client.clone()), cfg)
             .default_backoff()
             .map_ok(move |ev| {
-                on_event(&reader, &ev, &trigger, |p, c| {
-                    let key = |n: Option<&Node>| {
-                        n.map(|n| (model::node_ips(n), n.metadata.deletion_timestamp.clone()))
-                    };
-                    key(p) != key(c)
-                });
+                on_node_event(&reader, &ev, &trigger);
                 ev
             });
         tasks.spawn(drive(
@@ -212,21 +199,12 @@ pub async fn run_with_registry(
         ));
     }
 
-    let stores = Stores {
-        services,
-        slices,
-        nodes,
-    };
     // As upstream's isInitialized: no rule is written from half a cache.
     let ready = async {
-        for (name, ready) in [
-            ("services", wait_ready(&stores.services).await),
-            ("endpointslices", wait_ready(&stores.slices).await),
-            ("node", wait_ready(&stores.nodes).await),
-        ] {
-            if !ready {
-                return Err(Error::StoreNotReady(name));
-            }
+        service_changes.wait_ready().await;
+        endpoint_changes.wait_ready().await;
+        if !wait_ready(&nodes).await {
+            return Err(Error::StoreNotReady("node"));
         }
         Ok(())
     };
@@ -257,7 +235,7 @@ pub async fn run_with_registry(
                     &config,
                     node_name.clone(),
                     cmd,
-                    stores,
+                    nodes,
                     service_changes,
                     endpoint_changes,
                     metrics,
@@ -353,41 +331,33 @@ where
     store.wait_until_ready().await.is_ok()
 }
 
-/// Feeds a watch event to a change check before the reflector stores it, so `reader` still
-/// holds the previous version; requests a sync when it matters. A (re)list always ends in a
-/// sync request: objects deleted while disconnected show up only as a different store.
-fn on_event<K, F>(reader: &Store<K>, ev: &watcher::Event<K>, trigger: &Trigger, changed: F)
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
-    F: Fn(Option<&K>, Option<&K>) -> bool,
-{
+/// Asks for a sync when our Node's addresses or deletion change. Runs before the reflector
+/// stores the event, so `reader` still holds the previous version; a (re)list always ends in
+/// a sync request.
+fn on_node_event(reader: &Store<Node>, ev: &watcher::Event<Node>, trigger: &Trigger) {
+    let key =
+        |n: Option<&Node>| n.map(|n| (model::node_ips(n), n.metadata.deletion_timestamp.clone()));
     match ev {
         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
             let previous = reader.get(&ObjectRef::from_obj(obj));
-            if changed(previous.as_deref(), Some(obj)) {
+            if key(previous.as_deref()) != key(Some(obj)) {
                 trigger.notify();
             }
         }
-        watcher::Event::Delete(obj) => {
-            if changed(Some(obj), None) {
-                trigger.notify();
-            }
-        }
+        watcher::Event::Delete(_) | watcher::Event::InitDone => trigger.notify(),
         watcher::Event::Init => {}
-        watcher::Event::InitDone => trigger.notify(),
     }
 }
 
-/// Drives one reflector stream until shutdown; watch errors are retried by the backoff and
+/// Drives one watch stream until shutdown; watch errors are retried by the backoff and
 /// logged here.
-async fn drive<S, K>(
+async fn drive<S, T>(
     name: &'static str,
     stream: S,
     token: CancellationToken,
 ) -> (&'static str, Result<()>)
 where
-    S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send,
+    S: futures::Stream<Item = std::result::Result<T, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream);
     loop {

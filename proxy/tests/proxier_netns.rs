@@ -14,7 +14,7 @@ use oxlet_proxy::config::KubeProxyConfiguration;
 use oxlet_proxy::endpoints_change_tracker::EndpointsChangeTracker;
 use oxlet_proxy::healthz::ProxyHealth;
 use oxlet_proxy::metrics::Metrics;
-use oxlet_proxy::proxier::{Proxier, Stores};
+use oxlet_proxy::proxier::Proxier;
 use oxlet_proxy::service_change_tracker::ServiceChangeTracker;
 use oxlet_proxy::sync_runner::SyncReason;
 use prometheus_client::registry::Registry;
@@ -61,11 +61,11 @@ fn slice(ips: &[&str]) -> EndpointSlice {
 #[tokio::test]
 async fn partial_syncs_and_repair_after_tampering() {
     let ns = Netns::new("pxt").expect("create a test netns (needs root)");
-    let (services, mut svc_writer): (_, Writer<Service>) = reflector::store();
-    let (slices, mut slice_writer): (_, Writer<EndpointSlice>) = reflector::store();
+    let services = Arc::new(ServiceChangeTracker::new());
+    let slices = Arc::new(EndpointsChangeTracker::new("node-a"));
     let (nodes, _node_writer): (_, Writer<Node>) = reflector::store();
-    svc_writer.apply_watcher_event(&Event::Apply(service()));
-    slice_writer.apply_watcher_event(&Event::Apply(slice(&["10.0.1.1"])));
+    services.apply(&Event::Apply(service()));
+    slices.apply(&Event::Apply(slice(&["10.0.1.1"])));
 
     let mut file = KubeProxyConfiguration {
         mode: Some("nftables".into()),
@@ -80,13 +80,9 @@ async fn partial_syncs_and_repair_after_tampering() {
         &config,
         "node-a".into(),
         NetCommand::in_netns(&ns.path()),
-        Stores {
-            services,
-            slices,
-            nodes,
-        },
-        Arc::new(ServiceChangeTracker::new()),
-        Arc::new(EndpointsChangeTracker::new()),
+        nodes,
+        services.clone(),
+        slices.clone(),
         metrics,
         health.clone(),
     );
@@ -100,7 +96,7 @@ async fn partial_syncs_and_repair_after_tampering() {
     assert_eq!(count(&registry, "full"), 1);
     assert!(health.check(std::time::SystemTime::now()).0);
 
-    slice_writer.apply_watcher_event(&Event::Apply(slice(&["10.0.1.2"])));
+    slices.apply(&Event::Apply(slice(&["10.0.1.2"])));
     assert!(proxier.sync(SyncReason::Change).await);
     let table = nft(&ns, &["list", "table", "ip", "oxlet"]);
     // The old endpoint chain is flushed (no longer a goto target) and deleted a sync later.
@@ -175,11 +171,11 @@ fn slice_on(node: &str) -> EndpointSlice {
 async fn health_check_node_port_follows_local_endpoints() {
     use oxlet_proxy::service_health::ServiceHealthServer;
     let ns = Netns::new("pxh").expect("create a test netns (needs root)");
-    let (services, mut svc_writer): (_, Writer<Service>) = reflector::store();
-    let (slices, mut slice_writer): (_, Writer<EndpointSlice>) = reflector::store();
+    let services = Arc::new(ServiceChangeTracker::new());
+    let slices = Arc::new(EndpointsChangeTracker::new("node-a"));
     let (nodes, _node_writer): (_, Writer<Node>) = reflector::store();
-    svc_writer.apply_watcher_event(&Event::Apply(lb_service("Local")));
-    slice_writer.apply_watcher_event(&Event::Apply(slice_on("node-b")));
+    services.apply(&Event::Apply(lb_service("Local")));
+    slices.apply(&Event::Apply(slice_on("node-b")));
 
     let mut file = KubeProxyConfiguration {
         mode: Some("nftables".into()),
@@ -202,13 +198,9 @@ async fn health_check_node_port_follows_local_endpoints() {
         &config,
         "node-a".into(),
         NetCommand::in_netns(&ns.path()),
-        Stores {
-            services,
-            slices,
-            nodes,
-        },
-        Arc::new(ServiceChangeTracker::new()),
-        Arc::new(EndpointsChangeTracker::new()),
+        nodes,
+        services.clone(),
+        slices.clone(),
         metrics,
         health.clone(),
     )
@@ -224,14 +216,14 @@ async fn health_check_node_port_follows_local_endpoints() {
     );
 
     // The endpoint moves here: 200.
-    slice_writer.apply_watcher_event(&Event::Apply(slice_on("node-a")));
+    slices.apply(&Event::Apply(slice_on("node-a")));
     assert!(proxier.sync(SyncReason::Change).await);
     let (code, body) = http_get_in(&ns, 32100).expect("health check port open");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""localEndpoints":1"#), "{body}");
 
     // Cluster policy: no health check any more, the port is closed.
-    svc_writer.apply_watcher_event(&Event::Apply(lb_service("Cluster")));
+    services.apply(&Event::Apply(lb_service("Cluster")));
     assert!(proxier.sync(SyncReason::Change).await);
     assert!(servers.ports().is_empty());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

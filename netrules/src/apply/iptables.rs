@@ -3,7 +3,7 @@
 
 use super::Command;
 use crate::error::{Error, Result};
-use crate::iptables::{IptablesRules, JUMPS};
+use crate::iptables::{IptablesChains, IptablesRules, JUMPS};
 use crate::model::Family;
 use crate::names::is_ipt_service_chain;
 
@@ -34,7 +34,17 @@ impl Iptables {
         rules: &IptablesRules,
         previous: Option<&IptablesRules>,
     ) -> Result<()> {
-        let text = rules.to_restore(previous);
+        self.apply_after(rules, previous.map(IptablesRules::chain_names).as_ref())
+            .await
+    }
+
+    /// [`Iptables::apply`] knowing only the chain names of the previous rules.
+    pub async fn apply_after(
+        &self,
+        rules: &IptablesRules,
+        previous: Option<&IptablesChains>,
+    ) -> Result<()> {
+        let text = rules.to_restore_after(previous);
         tracing::trace!(text, "iptables-restore input");
         self.cmd
             .output(

@@ -26,6 +26,36 @@ impl Nft {
             .map(drop)
     }
 
+    /// Pipes the commands `lines` yields (one per item, without newline) to `nft -f -` as
+    /// one transaction, writing them as they come: a full sync of many services can be
+    /// rendered service by service instead of as one large script.
+    pub async fn run_lines<I>(&self, lines: I) -> Result<()>
+    where
+        I: Iterator<Item = String>,
+    {
+        let pieces = lines.map(|mut l| {
+            l.push('\n');
+            l
+        });
+        self.cmd
+            .output_lines("nft", &["-f", "-"], Some(pieces))
+            .await
+            .map(drop)
+    }
+
+    /// Lists the chain names of our table in `family` (`nft list chains`), for tamper
+    /// detection without the cost of listing every rule.
+    pub async fn list_chain_names(&self, family: Family) -> Result<Vec<String>> {
+        let out = self
+            .cmd
+            .output("nft", &["list", "chains", family.nft()], None)
+            .await?;
+        Ok(crate::nft::chains_in_listing(
+            &out,
+            &format!("{} {TABLE}", family.nft()),
+        ))
+    }
+
     /// Applies `tx`; an empty transaction runs nothing.
     pub async fn apply(&self, tx: &Transaction) -> Result<()> {
         if tx.is_empty() {

@@ -2,4 +2,4 @@
 
 mod render;
 
-pub use render::{render, IptablesRules, JUMPS};
+pub use render::{render, IptablesChains, IptablesRules, JUMPS};

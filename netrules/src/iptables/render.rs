@@ -67,10 +67,32 @@ pub struct IptablesRules {
     pub nat: Table,
 }
 
+/// The chain names of applied rules: all a later run needs to delete what it no longer uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IptablesChains {
+    /// Our chains in the filter table.
+    pub filter: BTreeSet<String>,
+    /// Our chains in the nat table.
+    pub nat: BTreeSet<String>,
+}
+
 impl IptablesRules {
+    /// The names of the chains these rules declare.
+    pub fn chain_names(&self) -> IptablesChains {
+        IptablesChains {
+            filter: self.filter.chains.iter().cloned().collect(),
+            nat: self.nat.chains.iter().cloned().collect(),
+        }
+    }
+
     /// The `iptables-restore --noflush` input. Chains of `previous` (the last applied rules)
     /// that are no longer rendered are flushed and deleted (`-X`) in the same run.
     pub fn to_restore(&self, previous: Option<&IptablesRules>) -> String {
+        self.to_restore_after(previous.map(IptablesRules::chain_names).as_ref())
+    }
+
+    /// [`IptablesRules::to_restore`] knowing only the chain names of the previous rules.
+    pub fn to_restore_after(&self, previous: Option<&IptablesChains>) -> String {
         let mut out = String::new();
         for (name, table, prev) in [
             ("filter", &self.filter, previous.map(|p| &p.filter)),
@@ -80,8 +102,7 @@ impl IptablesRules {
             let current: BTreeSet<&str> = table.chains.iter().map(String::as_str).collect();
             let stale: Vec<&str> = prev
                 .map(|p| {
-                    p.chains
-                        .iter()
+                    p.iter()
                         .map(String::as_str)
                         .filter(|c| !current.contains(c))
                         .collect()

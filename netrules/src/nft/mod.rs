@@ -5,10 +5,9 @@ mod diff;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
-pub use diff::{diff, full_sync, Transaction};
-pub use render::render;
+pub use diff::{diff, full_sync, full_sync_header, partial_sync, PartialSync, Transaction};
+pub use render::{render, render_base, render_service};
 
 use crate::model::{Family, ServicePortName};
 
@@ -105,24 +104,9 @@ impl Ruleset {
     pub fn to_nft_script(&self) -> String {
         let t = self.table();
         let mut out = String::new();
-        let _ = writeln!(out, "add table {t} {{ comment \"{TABLE_COMMENT}\" ; }}");
-        for s in &self.base_sets {
-            out.push_str(&set_decl(&t, s));
+        for line in self.base_lines() {
+            out.push_str(&line);
             out.push('\n');
-        }
-        for e in &self.base_elements {
-            out.push_str(&element_op("add", &t, e));
-            out.push('\n');
-        }
-        for c in &self.base_chains {
-            out.push_str(&chain_decl(&t, c));
-            out.push('\n');
-        }
-        for c in &self.base_chains {
-            for r in &c.rules {
-                out.push_str(&rule_op(&t, &c.name, r));
-                out.push('\n');
-            }
         }
         for rules in self.services.values() {
             out.push('\n');
@@ -130,6 +114,19 @@ impl Ruleset {
                 out.push_str(&line);
                 out.push('\n');
             }
+        }
+        out
+    }
+
+    /// The commands creating the table and its base objects (no services).
+    pub fn base_lines(&self) -> Vec<String> {
+        let t = self.table();
+        let mut out = vec![format!("add table {t} {{ comment \"{TABLE_COMMENT}\" ; }}")];
+        out.extend(self.base_sets.iter().map(|s| set_decl(&t, s)));
+        out.extend(self.base_elements.iter().map(|e| element_op("add", &t, e)));
+        out.extend(self.base_chains.iter().map(|c| chain_decl(&t, c)));
+        for c in &self.base_chains {
+            out.extend(c.rules.iter().map(|r| rule_op(&t, &c.name, r)));
         }
         out
     }
@@ -160,9 +157,35 @@ impl Ruleset {
     }
 }
 
-/// The lines that create one service port's objects from scratch (declarations first, so
-/// that rules and elements only refer to chains and sets that exist).
-pub(super) fn service_lines(t: &str, rules: &ServiceRules) -> Vec<String> {
+/// The chain names inside `table` (`ip oxlet`) of an `nft list chains` (or `nft list table`)
+/// output; other tables are skipped.
+pub fn chains_in_listing(listing: &str, table: &str) -> Vec<String> {
+    let header = format!("table {table} {{");
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        if !inside {
+            inside = line == header;
+            continue;
+        }
+        if line == "}" {
+            inside = false;
+            continue;
+        }
+        if let Some(name) = line
+            .strip_prefix("\tchain ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            out.push(name.trim_matches('"').to_owned());
+        }
+    }
+    out
+}
+
+/// The commands that create one service port's objects from scratch in table `t`
+/// (`ip oxlet`), declarations first, so that rules and elements only refer to chains and sets
+/// that exist.
+pub fn service_lines(t: &str, rules: &ServiceRules) -> Vec<String> {
     let mut out = Vec::new();
     for c in &rules.chains {
         out.push(chain_decl(t, c));

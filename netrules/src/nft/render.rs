@@ -41,17 +41,41 @@ pub fn render(model: &Model, family: Family) -> Ruleset {
     let services = model
         .services
         .iter()
-        .filter(|(_, svc)| svc.cluster_ips.iter().any(|ip| family.contains(ip)))
+        .filter(|(_, svc)| ctx.has_family(svc))
         .map(|(name, svc)| (name.clone(), ctx.service(name, svc)))
         .collect::<BTreeMap<_, _>>();
+    Ruleset {
+        services,
+        ..render_base(model, family)
+    }
+}
+
+/// The part of the ruleset that does not depend on services (maps, hooked and helper
+/// chains): `render` without its `services`. Depends only on the node-level fields of
+/// `model` (addresses, pod CIDRs, NodePort addresses, masquerade-all).
+pub fn render_base(model: &Model, family: Family) -> Ruleset {
+    let ctx = Ctx::new(model, family);
     Ruleset {
         family,
         base_sets: ctx.base_sets(),
         base_elements: ctx.base_elements(),
         base_chains: ctx.base_chains(),
-        services,
+        services: BTreeMap::new(),
         stale_chains: Default::default(),
     }
+}
+
+/// The objects of one service port, exactly as [`render`] would give them for `svc` under
+/// `model`'s node-level fields (`svc` need not be in `model.services`); `None` when the port
+/// has no ClusterIP of `family`. Lets a caller re-render only the services that changed.
+pub fn render_service(
+    model: &Model,
+    family: Family,
+    spn: &ServicePortName,
+    svc: &ServicePort,
+) -> Option<ServiceRules> {
+    let ctx = Ctx::new(model, family);
+    ctx.has_family(svc).then(|| ctx.service(spn, svc))
 }
 
 struct Ctx<'a> {
@@ -78,6 +102,10 @@ impl<'a> Ctx<'a> {
             ipx: family.nft(),
             cluster_cidrs,
         }
+    }
+
+    fn has_family(&self, svc: &ServicePort) -> bool {
+        svc.cluster_ips.iter().any(|ip| self.family.contains(ip))
     }
 
     fn addr(&self) -> &'static str {
