@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub memory: String,
     /// `status.capacity`/`allocatable` pods.
     pub pods: String,
+    /// Whether bound pods are reported Running and Ready and their deletions confirmed; off,
+    /// the nodes only heartbeat (pods stay as the scheduler left them).
+    pub run_pods: bool,
 }
 
 impl Default for SimConfig {
@@ -47,6 +50,7 @@ impl Default for SimConfig {
             cpu: "4".to_string(),
             memory: "8Gi".to_string(),
             pods: "110".to_string(),
+            run_pods: true,
         }
     }
 }
@@ -103,6 +107,7 @@ impl SimNodes {
             pods.clone(),
             revived.clone(),
             events,
+            config.run_pods,
         ));
         let lease_task = tokio::spawn(lease_loop(
             client.clone(),
@@ -291,6 +296,7 @@ async fn pod_loop<S>(
     store: Store<Pod>,
     revived: Arc<Notify>,
     events: S,
+    run_pods: bool,
 ) where
     S: futures::Stream<Item = Result<Pod, watcher::Error>> + Send,
 {
@@ -309,6 +315,9 @@ async fn pod_loop<S>(
                 finished(&state, &store, &done)
             }
         };
+        if !run_pods {
+            continue;
+        }
         let mut queue: std::collections::VecDeque<Arc<Pod>> = batch.into();
         while let Some(pod) = queue.pop_front() {
             let uid = pod.metadata.uid.clone().unwrap_or_default();

@@ -105,10 +105,16 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreNotReady(what))
+    // `wait_until_ready` wakes only the last of several tasks waiting at once (one oneshot
+    // receiver behind a lock), and concurrent reconciles do wait at once: each wait is cut
+    // short and retried, so a lost wake-up costs 100 ms, not the reconcile.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(Error::StoreNotReady(what)),
+            Err(_) => continue,
+        }
+    }
 }
 
 /// Drives a controller stream until it ends or `shutdown` fires, logging reconcile errors

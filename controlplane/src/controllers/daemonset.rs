@@ -16,11 +16,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::task::JoinSet;
 
 use super::common::{self, api_err, Result};
+use super::informers::Informers;
 use super::replicaset::{pod_from_template, Expectations};
 use super::Context;
 
@@ -35,46 +36,28 @@ struct Ctx {
     expectations: Expectations,
 }
 
-/// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs the loop until shutdown, on the shared pod and node informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
-    let mut tasks = JoinSet::new();
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
-    // Nodes feed both the store and "re-sync every DaemonSet" triggers: a node joining,
-    // leaving or changing labels or taints concerns all of them.
-    let (nodes, writer) = reflector::store();
-    let node_events = reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects()
-    .filter_map(|r| async move {
-        if let Err(err) = &r {
-            tracing::warn!(resource = "nodes", error = %err, "watch failed; retrying");
-        }
-        Some(())
-    });
-    let shared = Arc::new(Ctx {
+    let pods = shared.pods()?;
+    let nodes = shared.nodes()?;
+    pods.ready().await?;
+    nodes.ready().await?;
+    // A node joining, leaving or changing labels or taints concerns every DaemonSet.
+    let node_events = nodes.changes().map(|_| ());
+    let state = Arc::new(Ctx {
         recorder: common::recorder(&client, "daemonset-controller"),
         client: client.clone(),
-        pods,
-        nodes,
+        pods: pods.store(),
+        nodes: nodes.store(),
         expectations: Expectations::default(),
     });
-    let stream = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .reconcile_all_on(node_events)
-    .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
-    .run(reconcile, common::error_policy, shared);
-    common::drive(stream, tasks, ctx.shutdown).await
+    let stream = Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default())
+        .owns_shared_stream(pods.changes())
+        .reconcile_all_on(node_events)
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
+        .run(reconcile, common::error_policy, state);
+    common::drive(stream, JoinSet::new(), ctx.shutdown).await
 }
 
 use futures::StreamExt as _;

@@ -20,6 +20,7 @@ use kube::{Api, ResourceExt};
 use tokio::task::JoinSet;
 
 use super::common::{self, api_err, Error, Result};
+use super::informers::Informers;
 use super::Context;
 
 /// The label carrying the template hash on ReplicaSets and their pods.
@@ -50,63 +51,48 @@ struct Ctx {
     recorder: common::Events,
 }
 
-/// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs the loop until shutdown, on the shared pod and ReplicaSet informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
-    let mut tasks = JoinSet::new();
-    let replicasets = common::spawn_reflector(
-        &mut tasks,
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-        "replicasets",
-    );
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
+    let rss = shared.replicasets()?;
+    let pods = shared.pods()?;
+    rss.ready().await?;
+    pods.ready().await?;
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     );
     let d_store = controller.store();
-    let shared = Arc::new(Ctx {
+    let state = Arc::new(Ctx {
         recorder: common::recorder(&client, "deployment-controller"),
-        client: client.clone(),
-        replicasets,
-        pods,
+        client,
+        replicasets: rss.store(),
+        pods: pods.store(),
     });
     let stream = controller
-        .watches(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-            move |rs: ReplicaSet| rs_owners(&d_store, &rs),
-        )
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            |pod: Pod| {
-                // Recreate waits for old pods to go; a pod's deletion wakes its deployment through
-                // the ReplicaSet name (`<deployment>-<hash>`).
-                let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                let rs = common::controller_ref(&pod.metadata)
-                    .filter(|r| r.kind == "ReplicaSet")?
-                    .name
-                    .clone();
-                let hash = pod
-                    .metadata
-                    .labels
-                    .as_ref()?
-                    .get(POD_TEMPLATE_HASH)?
-                    .clone();
-                let d = rs.strip_suffix(&format!("-{hash}"))?.to_string();
-                Some(ObjectRef::<Deployment>::new(&d).within(&ns))
-            },
-        )
+        .watches_shared_stream(rss.changes(), move |rs: Arc<ReplicaSet>| {
+            rs_owners(&d_store, &rs)
+        })
+        .watches_shared_stream(pods.changes(), |pod: Arc<Pod>| {
+            // Recreate waits for old pods to go; a pod's deletion wakes its deployment through
+            // the ReplicaSet name (`<deployment>-<hash>`).
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let rs = common::controller_ref(&pod.metadata)
+                .filter(|r| r.kind == "ReplicaSet")?
+                .name
+                .clone();
+            let hash = pod
+                .metadata
+                .labels
+                .as_ref()?
+                .get(POD_TEMPLATE_HASH)?
+                .clone();
+            let d = rs.strip_suffix(&format!("-{hash}"))?.to_string();
+            Some(ObjectRef::<Deployment>::new(&d).within(&ns))
+        })
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
-        .run(reconcile, common::error_policy, shared);
-    common::drive(stream, tasks, ctx.shutdown).await
+        .run(reconcile, common::error_policy, state);
+    common::drive(stream, JoinSet::new(), ctx.shutdown).await
 }
 
 fn rs_owners(store: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use super::common::{self, api_err, Result};
 use super::endpointslice::{endpoint_ports, selected_pods, services_of};
+use super::informers::Informers;
 use super::Context;
 
 /// Label the endpoints controller puts on its Endpoints so the mirroring controller skips them.
@@ -34,15 +35,12 @@ struct Ctx {
 const RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
     let mut tasks = JoinSet::new();
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
+    let pod_informer = shared.pods()?;
+    pod_informer.ready().await?;
+    let pods = pod_informer.store();
     let endpoints = common::spawn_reflector(
         &mut tasks,
         Api::<Endpoints>::all(client.clone()),
@@ -64,11 +62,9 @@ pub async fn run(ctx: Context) -> Result<(), String> {
     let sweeper = sweep(shared.clone(), services.clone(), ctx.shutdown.clone());
     tasks.spawn(sweeper);
     let stream = controller
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            move |pod: Pod| services_of(&services, &pod),
-        )
+        .watches_shared_stream(pod_informer.changes(), move |pod: Arc<Pod>| {
+            services_of(&services, &pod)
+        })
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(reconcile, common::error_policy, shared);
     common::drive(stream, tasks, ctx.shutdown).await

@@ -18,6 +18,7 @@ use kube::{Api, ResourceExt};
 use tokio::task::JoinSet;
 
 use super::common::{self, api_err, Result};
+use super::informers::Informers;
 use super::Context;
 
 /// Label naming the Service a slice belongs to.
@@ -39,22 +40,14 @@ struct Ctx {
 /// How often every Service is reconciled even without a change.
 const RESYNC: Duration = Duration::from_secs(5);
 
-/// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs the loop until shutdown, on the shared pod and node informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
     let mut tasks = JoinSet::new();
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
-    let nodes = common::spawn_reflector(
-        &mut tasks,
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        "nodes",
-    );
+    let pods = shared.pods()?;
+    let nodes = shared.nodes()?;
+    pods.ready().await?;
+    nodes.ready().await?;
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={CONTROLLER_NAME}"));
     let slices = common::spawn_reflector(
         &mut tasks,
@@ -67,21 +60,19 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         watcher::Config::default(),
     );
     let services = controller.store();
-    let shared = Arc::new(Ctx {
+    let state = Arc::new(Ctx {
         client: client.clone(),
-        pods,
-        nodes,
+        pods: pods.store(),
+        nodes: nodes.store(),
         slices,
     });
     let stream = controller
-        .owns(Api::<EndpointSlice>::all(client.clone()), managed)
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            move |pod: Pod| services_of(&services, &pod),
-        )
+        .owns(Api::<EndpointSlice>::all(client), managed)
+        .watches_shared_stream(pods.changes(), move |pod: Arc<Pod>| {
+            services_of(&services, &pod)
+        })
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
-        .run(reconcile, common::error_policy, shared);
+        .run(reconcile, common::error_policy, state);
     common::drive(stream, tasks, ctx.shutdown).await
 }
 

@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod informers;
 pub mod namespace;
 pub mod podgc;
 pub mod replicaset;
@@ -120,17 +121,36 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
-/// Starts the enabled loops on `tasks`; each logs why it ended. A loop that ends while
-/// `shutdown` is live is a bug: it cancels `shutdown` so the process exits and is restarted.
+/// Starts the enabled loops on `tasks`, with the shared informers they read; each logs why
+/// it ended. A loop (or shared watch) that ends while `shutdown` is live is a bug: it
+/// cancels `shutdown` so the process exits and is restarted.
 pub fn spawn(tasks: &mut JoinSet<()>, ctx: Context, enabled: &[&'static str]) {
+    let (shared, drivers) = informers::Informers::start(&ctx.client, enabled);
+    for (what, driver) in drivers {
+        let shutdown = ctx.shutdown.clone();
+        let span = tracing::info_span!("informer", resource = what);
+        tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => tracing::info!("stopped"),
+                    why = driver => {
+                        tracing::error!(why, "shared watch ended while the server runs");
+                        shutdown.cancel();
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
     for name in enabled {
         let ctx = ctx.clone();
+        let shared = shared.clone();
         let name = *name;
         let span = tracing::info_span!("controller", name);
         tasks.spawn(
             async move {
                 let shutdown = ctx.shutdown.clone();
-                let result = run_one(name, ctx).await;
+                let result = run_one(name, ctx, shared).await;
                 if shutdown.is_cancelled() {
                     tracing::info!("stopped");
                 } else {
@@ -145,20 +165,20 @@ pub fn spawn(tasks: &mut JoinSet<()>, ctx: Context, enabled: &[&'static str]) {
 
 // The loops' own arms are added above the catch-all as each loop lands.
 #[allow(clippy::match_single_binding)]
-async fn run_one(name: &str, ctx: Context) -> Result<(), String> {
+async fn run_one(name: &str, ctx: Context, shared: informers::Informers) -> Result<(), String> {
     match name {
         "scheduler" => scheduler::run(ctx).await,
-        "nodelifecycle" => node_lifecycle::run(ctx).await,
+        "nodelifecycle" => node_lifecycle::run(ctx, shared).await,
         "nodeipam" => node_ipam::run(ctx).await,
-        "replicaset" => replicaset::run(ctx).await,
-        "deployment" => deployment::run(ctx).await,
-        "daemonset" => daemonset::run(ctx).await,
-        "endpointslice" => endpointslice::run(ctx).await,
-        "endpoints" => endpoints::run(ctx).await,
+        "replicaset" => replicaset::run(ctx, shared).await,
+        "deployment" => deployment::run(ctx, shared).await,
+        "daemonset" => daemonset::run(ctx, shared).await,
+        "endpointslice" => endpointslice::run(ctx, shared).await,
+        "endpoints" => endpoints::run(ctx, shared).await,
         "namespace" => namespace::run(ctx).await,
         "garbagecollector" => garbagecollector::run(ctx).await,
         "serviceaccount" => serviceaccount::run(ctx).await,
-        "podgc" => podgc::run(ctx).await,
+        "podgc" => podgc::run(ctx, shared).await,
         "rootcacertpublisher" => root_ca_publisher::run(ctx).await,
         // Loops register here as they are written; an unwritten one waits for shutdown
         // and says so once, rather than pretending to work.

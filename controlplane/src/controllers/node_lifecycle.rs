@@ -9,6 +9,7 @@
 //! The decisions ([`decide`], [`eviction_deadline`]) are pure; [`run`] is the shell.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -24,6 +25,7 @@ use kube::Resource as _;
 use serde_json::json;
 use tokio::task::JoinSet;
 
+use super::informers::Informers;
 use super::scheduler::filter::tolerates;
 use super::Context;
 
@@ -307,10 +309,11 @@ impl Shell {
     async fn mark_pods_not_ready(&mut self, not_ready: &HashSet<String>, wall: Timestamp) {
         let pods = self.pods.state();
         let on_bad_node = |p: &Pod| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_some_and(|n| not_ready.contains(n))
+            !terminal(p)
+                && p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| not_ready.contains(n))
         };
         let keep: HashSet<&str> = pods
             .iter()
@@ -318,41 +321,29 @@ impl Shell {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         self.marked.retain(|u| keep.contains(u.as_str()));
-        for pod in pods.iter().filter(|p| on_bad_node(p)) {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if !ready || self.marked.contains(&uid) {
-                continue;
-            }
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-            let patch = json!({"status": {"conditions": [
-                {"type": "Ready", "status": "False", "lastTransitionTime": Time(wall)}]}});
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                .await
-            {
-                Ok(_) => {
-                    self.marked.insert(uid);
-                    self.record(
-                        &pod.object_ref(&()),
-                        EventType::Warning,
-                        "NodeNotReady",
-                        "Node is not ready".to_string(),
-                    )
-                    .await;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(error) => {
-                    tracing::warn!(pod = %format!("{ns}/{name}"), %error, "marking pod not ready failed; will retry")
-                }
-            }
-        }
+        let todo: Vec<Arc<Pod>> = pods
+            .iter()
+            .filter(|p| on_bad_node(p))
+            .filter(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                ready
+                    && !self
+                        .marked
+                        .contains(p.metadata.uid.as_deref().unwrap_or_default())
+            })
+            .cloned()
+            .collect();
+        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let marked: Vec<Option<String>> = futures::stream::iter(todo)
+            .map(|pod| mark_not_ready(client.clone(), recorder.clone(), pod, wall))
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        self.marked.extend(marked.into_iter().flatten());
     }
 
     async fn write_taints(&self, node: &Node, taints: &[Taint]) {
@@ -425,6 +416,7 @@ impl Shell {
         self.evicted.retain(|u| live.contains(u.as_str()));
         let mut next: Option<Instant> = None;
         let mut still_scheduled: HashSet<String> = HashSet::new();
+        let mut due: Vec<(Arc<Pod>, String)> = Vec::new();
         for pod in &pods {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
@@ -433,7 +425,10 @@ impl Shell {
                 continue;
             };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if pod.metadata.deletion_timestamp.is_some() || self.evicted.contains(&uid) {
+            if pod.metadata.deletion_timestamp.is_some()
+                || terminal(pod)
+                || self.evicted.contains(&uid)
+            {
                 continue;
             }
             let since = |t: &Taint| {
@@ -458,45 +453,19 @@ impl Shell {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-            self.record(
-                &pod.object_ref(&()),
-                EventType::Normal,
-                "TaintManagerEviction",
-                format!("Marking for deletion Pod {ns}/{name}"),
-            )
+            due.push((pod.clone(), node.to_string()));
+        }
+        // Evictions run side by side: a lost node's pods all fall due at once, and each
+        // takes an Event, a status write and a delete.
+        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let done: Vec<Option<String>> = futures::stream::iter(due)
+            .map(|(pod, node)| evict_one(client.clone(), recorder.clone(), pod, node, wall))
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
             .await;
-            // As upstream's taint eviction: the reason goes on the pod before it is deleted.
-            let condition = json!({"status": {"conditions": [{
-                "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
-                "message": "Taint manager: deleting due to NoExecute taint",
-                "lastTransitionTime": Time(wall)}]}});
-            if let Err(error) = api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&condition),
-                )
-                .await
-            {
-                tracing::debug!(pod = %format!("{ns}/{name}"), %error, "DisruptionTarget condition not set");
-            }
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    tracing::info!(pod = %format!("{ns}/{name}"), node, "evicted for NoExecute taint");
-                    self.scheduled.remove(&uid);
-                    self.evicted.insert(uid);
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    self.scheduled.remove(&uid);
-                    self.evicted.insert(uid);
-                }
-                Err(error) => {
-                    tracing::warn!(pod = %format!("{ns}/{name}"), %error, "eviction failed; will retry")
-                }
-            }
+        for uid in done.into_iter().flatten() {
+            self.scheduled.remove(&uid);
+            self.evicted.insert(uid);
         }
         // Evictions no longer due (the taint went, or the pod went): say so for live pods.
         let cancelled: Vec<String> = self
@@ -544,6 +513,101 @@ impl Shell {
     }
 }
 
+/// Whether the pod has finished (it holds nothing on its node and is not evicted).
+fn terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Pod status writes and evictions in flight at once.
+const WRITES_IN_FLIGHT: usize = 16;
+
+/// Sets the pod's Ready condition False with a NodeNotReady Warning; its uid when done.
+async fn mark_not_ready(
+    client: kube::Client,
+    recorder: super::common::Events,
+    pod: Arc<Pod>,
+    wall: Timestamp,
+) -> Option<String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let patch = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "False", "lastTransitionTime": Time(wall)}]}});
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        Ok(_) => {
+            recorder
+                .publish(
+                    &pod.object_ref(&()),
+                    EventType::Warning,
+                    "NodeNotReady",
+                    "NodeNotReady",
+                    "Node is not ready".to_string(),
+                )
+                .await;
+            pod.metadata.uid.clone()
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(error) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), %error, "marking pod not ready failed; will retry");
+            None
+        }
+    }
+}
+
+/// Evicts one pod for a NoExecute taint of `node`, as upstream's taint eviction: an Event,
+/// the DisruptionTarget condition, then the (graceful) delete. Its uid when done.
+async fn evict_one(
+    client: kube::Client,
+    recorder: super::common::Events,
+    pod: Arc<Pod>,
+    node: String,
+    wall: Timestamp,
+) -> Option<String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    recorder
+        .publish(
+            &pod.object_ref(&()),
+            EventType::Normal,
+            "TaintManagerEviction",
+            "TaintManagerEviction",
+            format!("Marking for deletion Pod {ns}/{name}"),
+        )
+        .await;
+    let condition = json!({"status": {"conditions": [{
+        "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
+        "message": "Taint manager: deleting due to NoExecute taint",
+        "lastTransitionTime": Time(wall)}]}});
+    if let Err(error) = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(&condition),
+        )
+        .await
+    {
+        tracing::debug!(pod = %format!("{ns}/{name}"), %error, "DisruptionTarget condition not set");
+    }
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), node, "evicted for NoExecute taint");
+            pod.metadata.uid.clone()
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => pod.metadata.uid.clone(),
+        Err(error) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), %error, "eviction failed; will retry");
+            None
+        }
+    }
+}
+
 fn drive<K>(
     tasks: &mut JoinSet<()>,
     api: Api<K>,
@@ -572,32 +636,22 @@ where
     reader
 }
 
-/// Runs node lifecycle until `ctx.shutdown`.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs node lifecycle until `ctx.shutdown`, on the shared node and pod informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
     let mut watches = JoinSet::new();
-    let nodes = drive(
-        &mut watches,
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        "nodes",
-    );
+    let (shared_nodes, shared_pods) = (shared.nodes()?, shared.pods()?);
+    let (nodes, pods) = (shared_nodes.store(), shared_pods.store());
     let leases = drive(
         &mut watches,
         Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
         watcher::Config::default(),
         "leases",
     );
-    let pods = drive(
-        &mut watches,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
-        "pods",
-    );
     let ready = async {
-        nodes.wait_until_ready().await.is_ok()
+        shared_nodes.ready().await.is_ok()
+            && shared_pods.ready().await.is_ok()
             && leases.wait_until_ready().await.is_ok()
-            && pods.wait_until_ready().await.is_ok()
     };
     tokio::select! {
         _ = ctx.shutdown.cancelled() => return Ok(()),

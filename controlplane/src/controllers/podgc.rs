@@ -10,11 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::DeleteParams;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use tokio::task::JoinSet;
 
 use super::common;
+use super::informers::Informers;
 use super::Context;
 
 /// How often the collector runs (upstream's `gcCheckPeriod`).
@@ -67,31 +66,16 @@ pub fn orphaned(pods: &[Arc<Pod>], nodes: &BTreeSet<String>) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-/// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs the loop until shutdown, on the shared pod and node informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
-    let mut tasks = JoinSet::new();
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
-    let nodes = common::spawn_reflector(
-        &mut tasks,
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        "nodes",
-    );
+    let (shared_pods, shared_nodes) = (shared.pods()?, shared.nodes()?);
+    let (pods, nodes) = (shared_pods.store(), shared_nodes.store());
     let threshold = ctx.options.terminated_pod_gc_threshold;
     let period = ctx.options.pod_gc_period.max(Duration::from_millis(10));
     let work = async move {
-        common::ready(&pods, "pods")
-            .await
-            .map_err(|e| e.to_string())?;
-        common::ready(&nodes, "nodes")
-            .await
-            .map_err(|e| e.to_string())?;
+        shared_pods.ready().await?;
+        shared_nodes.ready().await?;
         let mut quarantine: HashSet<String> = HashSet::new();
         let mut tick = tokio::time::interval(period);
         loop {
@@ -99,10 +83,7 @@ pub async fn run(ctx: Context) -> Result<(), String> {
             gc_once(&client, &pods, &nodes, threshold, &mut quarantine).await;
         }
     };
-    tokio::select! {
-        res = common::until_shutdown(work, &ctx.shutdown) => res,
-        Some(res) = tasks.join_next() => if ctx.shutdown.is_cancelled() { Ok(()) } else { Err(format!("reflector ended: {res:?}")) },
-    }
+    common::until_shutdown(work, &ctx.shutdown).await
 }
 
 async fn gc_once(

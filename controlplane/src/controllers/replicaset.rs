@@ -12,11 +12,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::task::JoinSet;
 
 use super::common::{self, api_err, Result};
+use super::informers::Informers;
 use super::Context;
 
 /// Pods created or deleted per sync at most (upstream's `BurstReplicas`).
@@ -81,45 +81,34 @@ struct Ctx {
     expectations: Expectations,
 }
 
-/// Every object is reconciled at least this often: pods trigger through one watch and are
-/// read from another store, so a trigger can beat its store update; a reconcile with nothing
-/// to do reads only local stores.
+/// Every object is reconciled at least this often, in case a change was missed (a loop
+/// that falls far behind the shared watch); a reconcile with nothing to do reads only
+/// local stores.
 const RESYNC: Duration = Duration::from_secs(5);
 
-/// Runs the loop until shutdown.
-pub async fn run(ctx: Context) -> Result<(), String> {
+/// Runs the loop until shutdown, on the shared pod and ReplicaSet informers.
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
-    let mut tasks = JoinSet::new();
-    let pods = common::spawn_reflector(
-        &mut tasks,
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        "pods",
-    );
-    let controller = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let rs_store = controller.store();
-    let shared = Arc::new(Ctx {
+    let pods = shared.pods()?;
+    let rss = shared.replicasets()?;
+    pods.ready().await?;
+    rss.ready().await?;
+    let rs_store = rss.store();
+    let state = Arc::new(Ctx {
         recorder: common::recorder(&client, "replicaset-controller"),
-        client: client.clone(),
-        pods,
+        client,
+        pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let stream = controller
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            move |pod: Pod| {
-                pod_owners::<ReplicaSet>(&rs_store, &pod, |rs| {
-                    rs.spec.as_ref().and_then(|s| s.selector.clone().into())
-                })
-            },
-        )
+    let stream = Controller::for_shared_stream(rss.changes(), rs_store.clone())
+        .watches_shared_stream(pods.changes(), move |pod: Arc<Pod>| {
+            pod_owners::<ReplicaSet>(&rs_store, &pod, |rs| {
+                rs.spec.as_ref().and_then(|s| s.selector.clone().into())
+            })
+        })
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
-        .run(reconcile, common::error_policy, shared);
-    common::drive(stream, tasks, ctx.shutdown).await
+        .run(reconcile, common::error_policy, state);
+    common::drive(stream, JoinSet::new(), ctx.shutdown).await
 }
 
 /// The controllers a pod change concerns: its controller if it has one of kind `K`,
