@@ -24,9 +24,30 @@ use tokio::sync::broadcast;
 /// The future driving one shared watch; it returns why it ended.
 pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
 
-/// Changes a subscriber may fall behind by before it misses some (it then relies on its
-/// periodic resync, and says so).
-const BACKLOG: usize = 4096;
+/// Changes a subscriber may fall behind by before it misses some (it is then replayed the
+/// whole store). The ring keeps its last objects alive, so it is not larger.
+const BACKLOG: usize = 8192;
+
+/// One change of a shared watch.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// The object was added or modified (or listed).
+    Applied(Arc<K>),
+    /// The object was deleted; this is its last state.
+    Deleted(Arc<K>),
+    /// A (re)list completed: the store holds everything now.
+    Synced,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied(o) => Change::Applied(o.clone()),
+            Change::Deleted(o) => Change::Deleted(o.clone()),
+            Change::Synced => Change::Synced,
+        }
+    }
+}
 
 /// One shared watch of `K`: its store and its stream of changes.
 pub struct Informer<K: Resource + 'static>
@@ -34,7 +55,7 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     store: Store<K>,
-    changes: broadcast::Sender<Arc<K>>,
+    changes: broadcast::Sender<Change<K>>,
     ready: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 }
@@ -80,8 +101,11 @@ where
                 writer.apply_watcher_event(&event);
                 // Nobody listening yet is fine: loops read the store when they start.
                 match event {
-                    watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
-                        let _ = tx.send(Arc::new(obj));
+                    watcher::Event::Apply(obj) => {
+                        let _ = tx.send(Change::Applied(Arc::new(obj)));
+                    }
+                    watcher::Event::Delete(obj) => {
+                        let _ = tx.send(Change::Deleted(Arc::new(obj)));
                     }
                     // A (re)list reaches the store all at once at InitDone; its objects are
                     // announced then, so nobody is woken for an object not yet visible.
@@ -90,8 +114,9 @@ where
                     watcher::Event::InitDone => {
                         ready_tx.send_replace(true);
                         for obj in listed.drain(..) {
-                            let _ = tx.send(obj);
+                            let _ = tx.send(Change::Applied(obj));
                         }
+                        let _ = tx.send(Change::Synced);
                     }
                 }
             }
@@ -125,25 +150,56 @@ where
     /// Every object now in the store, then every change (applied or deleted objects), for
     /// `Controller` triggers: a loop starting after the first list still sees everything.
     pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.events().filter_map(|c| async move {
+            match c {
+                Change::Applied(o) | Change::Deleted(o) => Some(o),
+                Change::Synced => None,
+            }
+        })
+    }
+
+    /// Every object now in the store as [`Change::Applied`] and a [`Change::Synced`] (when
+    /// the store is filled), then every change as it comes.
+    pub fn events(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
         // Subscribed before the snapshot: an object may come twice, never not at all.
         let rx = self.changes.subscribe();
-        let now = futures::stream::iter(self.store.state());
-        let what = self.what;
-        now.chain(futures::stream::unfold(rx, move |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(obj) => return Some((obj, rx)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(
-                            resource = what,
-                            missed = n,
-                            "a loop fell behind the shared watch; its resync will catch up"
-                        );
+        let mut now: Vec<Change<K>> = self
+            .store
+            .state()
+            .into_iter()
+            .map(Change::Applied)
+            .collect();
+        if *self.ready.borrow() {
+            now.push(Change::Synced);
+        }
+        let (what, store) = (self.what, self.store.clone());
+        let state = (rx, std::collections::VecDeque::<Change<K>>::new());
+        let live = futures::stream::unfold(state, move |(mut rx, mut pending)| {
+            let store = store.clone();
+            async move {
+                loop {
+                    if let Some(change) = pending.pop_front() {
+                        return Some((change, (rx, pending)));
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    match rx.recv().await {
+                        Ok(change) => return Some((change, (rx, pending))),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // Missed changes: everything again from the store, as after a
+                            // relist, so nothing stays missed.
+                            tracing::warn!(
+                                resource = what,
+                                missed = n,
+                                "a loop fell behind the shared watch; replaying the store"
+                            );
+                            pending.extend(store.state().into_iter().map(Change::Applied));
+                            pending.push_back(Change::Synced);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
                 }
             }
-        }))
+        });
+        futures::stream::iter(now).chain(live)
     }
 }
 
@@ -157,6 +213,7 @@ pub struct Informers {
 
 /// Which loops read which shared informer.
 const PODS: &[&str] = &[
+    "scheduler",
     "replicaset",
     "deployment",
     "daemonset",
@@ -165,7 +222,13 @@ const PODS: &[&str] = &[
     "nodelifecycle",
     "podgc",
 ];
-const NODES: &[&str] = &["daemonset", "endpointslice", "nodelifecycle", "podgc"];
+const NODES: &[&str] = &[
+    "scheduler",
+    "daemonset",
+    "endpointslice",
+    "nodelifecycle",
+    "podgc",
+];
 const REPLICASETS: &[&str] = &["replicaset", "deployment"];
 
 impl Informers {

@@ -167,7 +167,7 @@ pub fn spawn(tasks: &mut JoinSet<()>, ctx: Context, enabled: &[&'static str]) {
 #[allow(clippy::match_single_binding)]
 async fn run_one(name: &str, ctx: Context, shared: informers::Informers) -> Result<(), String> {
     match name {
-        "scheduler" => scheduler::run(ctx).await,
+        "scheduler" => scheduler::run(ctx, shared).await,
         "nodelifecycle" => node_lifecycle::run(ctx, shared).await,
         "nodeipam" => node_ipam::run(ctx).await,
         "replicaset" => replicaset::run(ctx, shared).await,

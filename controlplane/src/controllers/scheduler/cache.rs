@@ -50,6 +50,11 @@ impl Cache {
         Self::default()
     }
 
+    /// Whether the pod (uid) is counted on a node, bound or assumed.
+    pub fn holds(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+
     /// Number of existing nodes.
     pub fn node_count(&self) -> usize {
         self.present.len()

@@ -1,8 +1,9 @@
 //! The default scheduler (kube-scheduler's `default-scheduler`): the shell around the pure
 //! [`filter`], [`score`], [`cache`] and [`queue`].
 //!
-//! It watches pods (not Succeeded/Failed) and nodes through reflectors, keeps the scheduler
-//! cache of what each node has bound or assumed, and takes pods off the queue one at a time:
+//! It follows pods and nodes through the process's shared informers (a finished pod counts
+//! as gone, as upstream's informer filter makes it), keeps the scheduler cache of what each
+//! node has bound or assumed, and takes pods off the queue one at a time:
 //! a decision is made against the cache, the pod is assumed on the chosen node at once, and
 //! the `pods/binding` POST runs in the background with at most [`MAX_BINDS_IN_FLIGHT`]
 //! outstanding, so a burst of pods is decided at memory speed and bound concurrently without
@@ -25,8 +26,7 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource as _;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -35,12 +35,21 @@ use tracing::Instrument as _;
 use self::cache::Cache;
 use self::filter::PodUsage;
 use self::queue::Queue;
+use super::informers::{Change, Informers};
 use super::Context;
 
 /// The scheduler name this scheduler serves (`spec.schedulerName`).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// Bindings (and failure reports) outstanding at once.
 pub const MAX_BINDS_IN_FLIGHT: usize = 16;
+/// Scheduled Events waiting to be written; beyond it they are dropped, as upstream's event
+/// broadcaster drops what its full queue cannot take.
+const EVENT_BACKLOG: usize = 4096;
+/// Scheduled Events written at once.
+const EVENT_WRITES: usize = 8;
+
+/// An Event to publish, with the recorder to publish it through.
+type PendingEvent = (Recorder, Event, ObjectReference);
 
 /// `namespace/name`.
 fn key_of(pod: &Pod) -> String {
@@ -54,6 +63,14 @@ fn key_of(pod: &Pod) -> String {
 fn object_ref(key: &str) -> ObjectRef<Pod> {
     let (ns, name) = key.split_once('/').unwrap_or(("", key));
     ObjectRef::new(name).within(ns)
+}
+
+/// Whether the pod has finished (Succeeded or Failed).
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Whether this scheduler should place `pod`: ours, unbound, not being deleted, not gated.
@@ -121,6 +138,9 @@ struct Scheduler {
     /// message gets a new Event (the recorder folds repeats of one message into a series).
     reported: HashMap<String, (String, Recorder)>,
     recorder: Recorder,
+    /// Scheduled Events go out beside the bindings, not in their slot: a binding does not
+    /// wait for its Event (upstream's recorder is asynchronous too).
+    events: tokio::sync::mpsc::Sender<PendingEvent>,
 }
 
 fn reporter() -> Reporter {
@@ -131,9 +151,11 @@ fn reporter() -> Reporter {
 }
 
 impl Scheduler {
-    fn on_pod(&mut self, event: watcher::Event<Pod>, now: Instant) {
-        match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+    fn on_pod(&mut self, change: Change<Pod>, now: Instant) {
+        match change {
+            // A pod that finished holds nothing any more: for the cache it is gone (upstream's
+            // informer filters them out, which shows as a deletion).
+            Change::Applied(pod) if !terminal(&pod) => {
                 let key = key_of(&pod);
                 self.cache.update_pod(&pod);
                 if wants_scheduling(&pod) {
@@ -151,22 +173,18 @@ impl Scheduler {
                     self.forget_pod(&key);
                 }
             }
-            watcher::Event::Delete(pod) => {
+            Change::Applied(pod) | Change::Deleted(pod) => {
                 let key = key_of(&pod);
-                let was_bound = cache::counts_on_node(&pod).is_some()
-                    || self
-                        .cache
-                        .is_assumed(pod.metadata.uid.as_deref().unwrap_or_default());
-                self.cache
-                    .remove_pod(pod.metadata.uid.as_deref().unwrap_or_default());
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                let was_held = self.cache.holds(uid);
+                self.cache.remove_pod(uid);
                 self.forget_pod(&key);
-                if was_bound {
+                if was_held {
                     // AssignedPodDelete: its resources and ports are free again.
                     self.queue.move_all(now);
                 }
             }
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => self.relisted(now),
+            Change::Synced => self.relisted(now),
         }
     }
 
@@ -176,23 +194,24 @@ impl Scheduler {
         self.reported.remove(key);
     }
 
-    fn on_node(&mut self, event: watcher::Event<Node>, nodes: &Store<Node>, now: Instant) {
-        match event {
-            watcher::Event::Apply(node) | watcher::Event::InitApply(node) => {
+    fn on_node(&mut self, change: Change<Node>, nodes: &Store<Node>, now: Instant) {
+        match change {
+            Change::Applied(node) => {
                 if self.cache.update_node(&node) {
                     self.queue.move_all(now);
                 }
             }
-            watcher::Event::Delete(node) => {
+            Change::Deleted(node) => {
                 self.cache
                     .remove_node(node.metadata.name.as_deref().unwrap_or_default());
             }
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => {
+            Change::Synced => {
                 let nodes = nodes.state();
                 let pods = self.pods.state();
-                self.cache
-                    .reset(nodes.iter().map(|n| &**n), pods.iter().map(|p| &**p));
+                self.cache.reset(
+                    nodes.iter().map(|n| &**n),
+                    pods.iter().filter(|p| !terminal(p)).map(|p| &**p),
+                );
                 self.queue.move_all(now);
             }
         }
@@ -243,8 +262,15 @@ impl Scheduler {
                     self.reported.remove(&key);
                     let span = tracing::debug_span!("bind", pod = %key, %node);
                     writes.spawn(
-                        bind(self.client.clone(), self.recorder.clone(), pod, key, node)
-                            .instrument(span),
+                        bind(
+                            self.client.clone(),
+                            self.recorder.clone(),
+                            self.events.clone(),
+                            pod,
+                            key,
+                            node,
+                        )
+                        .instrument(span),
                     );
                 }
                 Err(message) => {
@@ -295,6 +321,7 @@ impl Scheduler {
 async fn bind(
     client: kube::Client,
     recorder: Recorder,
+    events: tokio::sync::mpsc::Sender<PendingEvent>,
     pod: std::sync::Arc<Pod>,
     key: String,
     node: String,
@@ -335,8 +362,11 @@ async fn bind(
                 action: "Binding".to_string(),
                 secondary: None,
             };
-            if let Err(error) = recorder.publish(&event, &pod.object_ref(&())).await {
-                tracing::warn!(pod = %key, %error, "recording the Scheduled event failed");
+            if events
+                .try_send((recorder, event, pod.object_ref(&())))
+                .is_err()
+            {
+                tracing::debug!(pod = %key, "event queue full; Scheduled event dropped");
             }
             Done::Bound { key }
         }
@@ -397,23 +427,15 @@ async fn report_unschedulable(
 }
 
 /// Runs the scheduler until `ctx.shutdown`.
-pub async fn run(ctx: Context) -> Result<(), String> {
+pub async fn run(ctx: Context, shared: Informers) -> Result<(), String> {
     let client = ctx.client.clone();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (node_store, node_writer) = reflector::store::<Node>();
-    // Succeeded and Failed pods hold nothing on their node (upstream's informer filter).
-    let pod_cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher::watcher(Api::<Pod>::all(client.clone()), pod_cfg).default_backoff(),
-    );
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
-    );
-    let mut pod_events = pin!(pod_events);
-    let mut node_events = pin!(node_events);
+    let (pods, nodes) = (shared.pods()?, shared.nodes()?);
+    let (pod_store, node_store) = (pods.store(), nodes.store());
+    let mut pod_events = pin!(pods.events());
+    let mut node_events = pin!(nodes.events());
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_BACKLOG);
+    let mut event_writer = JoinSet::new();
+    event_writer.spawn(write_events(events_rx));
     let mut s = Scheduler {
         client: client.clone(),
         pods: pod_store.clone(),
@@ -423,6 +445,7 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         in_flight: HashSet::new(),
         reported: HashMap::new(),
         recorder: Recorder::new(client.clone(), reporter()),
+        events: events_tx,
     };
     let mut writes: JoinSet<Done> = JoinSet::new();
     let (mut pods_synced, mut nodes_synced) = (false, false);
@@ -432,19 +455,17 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             ev = pod_events.next() => match ev {
-                Some(Ok(ev)) => {
-                    pods_synced |= matches!(ev, watcher::Event::InitDone);
-                    s.on_pod(ev, Instant::now());
+                Some(change) => {
+                    pods_synced |= matches!(change, Change::Synced);
+                    s.on_pod(change, Instant::now());
                 }
-                Some(Err(error)) => tracing::warn!(%error, "pod watch failed; retrying"),
                 None => return Err("pod watch ended".to_string()),
             },
             ev = node_events.next() => match ev {
-                Some(Ok(ev)) => {
-                    nodes_synced |= matches!(ev, watcher::Event::InitDone);
-                    s.on_node(ev, &node_store, Instant::now());
+                Some(change) => {
+                    nodes_synced |= matches!(change, Change::Synced);
+                    s.on_node(change, &node_store, Instant::now());
                 }
-                Some(Err(error)) => tracing::warn!(%error, "node watch failed; retrying"),
                 None => return Err("node watch ended".to_string()),
             },
             Some(done) = writes.join_next(), if !writes.is_empty() => match done {
@@ -462,7 +483,21 @@ pub async fn run(ctx: Context) -> Result<(), String> {
         }
     }
     writes.shutdown().await;
+    event_writer.shutdown().await;
     Ok(())
+}
+
+/// Publishes queued Events, a few at a time, until the queue closes.
+async fn write_events(rx: tokio::sync::mpsc::Receiver<PendingEvent>) {
+    let queue =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    queue
+        .for_each_concurrent(EVENT_WRITES, |(recorder, event, regarding)| async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(%error, reason = %event.reason, "recording an event failed");
+            }
+        })
+        .await;
 }
 
 async fn sleep_until(at: Option<Instant>) {
