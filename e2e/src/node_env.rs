@@ -365,5 +365,8 @@ impl Drop for NodeEnv {
             eprintln!("node env: {e}");
         }
         self.forwarders.clear();
+        // The stopped kubelet leaves its volume mounts (tmpfs for secrets and tokens) behind;
+        // TempDir cannot remove a directory with mounts in it.
+        crate::containerd::unmount_under(self.dir.path());
     }
 }

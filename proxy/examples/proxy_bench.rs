@@ -499,11 +499,16 @@ async fn run_rss(oxlet: &Path, n: usize) -> Result<RssRun> {
             r?;
         }
         let create_secs = started.elapsed().as_secs_f64();
-        // Synced when a sync summary reports all n services.
-        let want = format!("services={n} ");
+        // Synced when a sync summary reports all n services (plus `default/kubernetes`).
         let started = Instant::now();
-        wait_for(Duration::from_secs(300), || {
-            Ok(std::fs::read_to_string(&log_path)?.contains(&want))
+        wait_for(Duration::from_secs(600), || {
+            let log = std::fs::read_to_string(&log_path)?;
+            Ok(log
+                .lines()
+                .filter(|l| l.contains("synced proxy rules"))
+                .filter_map(|l| l.split("services=").nth(1))
+                .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+                .any(|count| count >= n))
         })?;
         let first_sync = started.elapsed();
         let (rss_kib, hwm_kib) = rss(pid)?;
