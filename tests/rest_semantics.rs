@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -364,6 +364,8 @@ async fn semantics(client: Client) -> Result<()> {
         .iter()
         .any(|m| m.manager.as_deref() == Some("rest-test")));
 
+    service_allocation(&client).await?;
+
     // The built-in namespaces exist.
     let nss: Api<Namespace> = Api::all(client);
     let names: Vec<String> = nss
@@ -376,6 +378,72 @@ async fn semantics(client: Client) -> Result<()> {
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }
+    Ok(())
+}
+
+/// ClusterIPs and NodePorts: allocated when absent, refused when taken (422 naming the field),
+/// freed with the Service.
+async fn service_allocation(client: &Client) -> Result<()> {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let svc = |name: &str, spec: serde_json::Value| -> Result<Service> {
+        Ok(serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": spec}),
+        )?)
+    };
+    let port = json!([{"port": 80, "protocol": "TCP"}]);
+    let a = svcs
+        .create(
+            &pp,
+            &svc("alloc-a", json!({"type": "NodePort", "ports": port}))?,
+        )
+        .await?;
+    let a_spec = a.spec.context("spec")?;
+    let a_ip = a_spec.cluster_ip.clone().context("clusterIP")?;
+    let a_port = a_spec.ports.context("ports")?[0]
+        .node_port
+        .context("nodePort")?;
+    assert!(a_ip.parse::<std::net::IpAddr>().is_ok(), "{a_ip}");
+    assert!((30000..=32767).contains(&a_port), "{a_port}");
+
+    let taken_ip = svcs
+        .create(
+            &pp,
+            &svc("alloc-b", json!({"clusterIP": a_ip, "ports": port}))?,
+        )
+        .await
+        .err()
+        .context("a taken clusterIP was accepted")?;
+    let st = api_error(taken_ip)?;
+    assert_eq!(st.code, 422, "{st:?}");
+    assert!(st.message.contains("spec.clusterIP"), "{}", st.message);
+
+    let taken_port = json!([{"port": 80, "protocol": "TCP", "nodePort": a_port}]);
+    let st = api_error(
+        svcs.create(
+            &pp,
+            &svc("alloc-c", json!({"type": "NodePort", "ports": taken_port}))?,
+        )
+        .await
+        .err()
+        .context("a taken nodePort was accepted")?,
+    )?;
+    assert_eq!(st.code, 422, "{st:?}");
+    assert!(st.message.contains("nodePort"), "{}", st.message);
+
+    // Freed with the Service: the same address and port can be asked for again.
+    svcs.delete("alloc-a", &DeleteParams::default()).await?;
+    let again = svcs
+        .create(
+            &pp,
+            &svc(
+                "alloc-d",
+                json!({"type": "NodePort", "clusterIP": a_ip, "ports": taken_port}),
+            )?,
+        )
+        .await?;
+    assert_eq!(again.spec.context("spec")?.cluster_ip, Some(a_ip));
+    svcs.delete("alloc-d", &DeleteParams::default()).await?;
     Ok(())
 }
 

@@ -1031,24 +1031,18 @@ impl Registry {
         let mut used_ips: HashSet<IpAddr> = HashSet::new();
         let mut used_ports: HashSet<u16> = HashSet::new();
         for kv in &all.items {
-            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
+            // Only the allocated fields are decoded: this runs over every Service on each
+            // create, so building whole JSON trees made 10k creates quadratic in practice.
+            let Ok(other) = serde_json::from_slice::<AllocatedService>(&kv.value) else {
                 continue;
             };
-            let other_key = (
-                meta_str(&other, "namespace")
-                    .unwrap_or_default()
-                    .to_string(),
-                meta_str(&other, "name").unwrap_or_default().to_string(),
-            );
-            if other_key == my_key {
+            if (other.metadata.namespace.as_str(), other.metadata.name.as_str())
+                == (my_key.0.as_str(), my_key.1.as_str())
+            {
                 continue;
             }
-            for ip in service_ips(&other) {
-                used_ips.insert(ip);
-            }
-            for p in node_ports(&other) {
-                used_ports.insert(p);
-            }
+            used_ips.extend(other.ips());
+            used_ports.extend(other.node_ports());
         }
         let svc_type = svc
             .pointer("/spec/type")
@@ -1243,34 +1237,56 @@ fn pod_grace(pod: &Value, opts: &DeleteOptions) -> i64 {
     }
 }
 
-fn service_ips(svc: &Value) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    if let Some(ips) = svc.pointer("/spec/clusterIPs").and_then(Value::as_array) {
-        out.extend(
-            ips.iter()
-                .filter_map(|v| v.as_str()?.parse::<IpAddr>().ok()),
-        );
-    }
-    if let Some(ip) = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-    {
-        out.push(ip);
-    }
-    out
+/// The fields of a stored Service that hold allocations (cluster IPs, node ports).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AllocatedService {
+    metadata: AllocatedMeta,
+    spec: AllocatedSpec,
 }
 
-fn node_ports(svc: &Value) -> Vec<u16> {
-    svc.pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| u16::try_from(p.get("nodePort")?.as_i64()?).ok())
-                .filter(|p| *p != 0)
-                .collect()
-        })
-        .unwrap_or_default()
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AllocatedMeta {
+    namespace: String,
+    name: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AllocatedSpec {
+    #[serde(rename = "clusterIP")]
+    cluster_ip: Option<String>,
+    #[serde(rename = "clusterIPs")]
+    cluster_ips: Option<Vec<String>>,
+    ports: Option<Vec<AllocatedPort>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AllocatedPort {
+    #[serde(rename = "nodePort")]
+    node_port: Option<i64>,
+}
+
+impl AllocatedService {
+    fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let spec = &self.spec;
+        spec.cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|s| s.parse().ok())
+    }
+
+    fn node_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| u16::try_from(p.node_port?).ok())
+            .filter(|p| *p != 0)
+    }
 }
 
 fn encode_continue(rv: i64, start: &str) -> String {
