@@ -1036,8 +1036,10 @@ impl Registry {
             let Ok(other) = serde_json::from_slice::<AllocatedService>(&kv.value) else {
                 continue;
             };
-            if (other.metadata.namespace.as_str(), other.metadata.name.as_str())
-                == (my_key.0.as_str(), my_key.1.as_str())
+            if (
+                other.metadata.namespace.as_str(),
+                other.metadata.name.as_str(),
+            ) == (my_key.0.as_str(), my_key.1.as_str())
             {
                 continue;
             }
