@@ -162,18 +162,7 @@ async fn scenario(mode: &str) -> Result<()> {
     proxy.stop()?;
 
     // --cleanup removes everything, in both modes.
-    let out = Command::new(BIN)
-        .args(["proxy", "--cleanup", "--netns", &netns])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "cleanup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tables = topo.node.exec(["nft", "list", "tables"])?;
-    assert!(!tables.contains("oxlet"), "{tables}");
-    let saved = topo.node.exec(["iptables-save"])?;
-    assert!(!saved.contains("OXLET"), "{saved}");
+    cleanup_leaves_nothing(&topo.node, &["iptables-save"])?;
     let after = fetch(&topo.node, cluster)?;
     assert!(
         after.is_err(),

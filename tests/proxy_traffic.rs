@@ -9,13 +9,13 @@ mod proxy_support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
+use oxlet_e2e::netns_traffic::UdpClient;
 use oxlet_e2e::server::{Backend, TestServer};
 use proxy_support::*;
 use serde_json::{json, Value};
@@ -171,20 +171,7 @@ async fn scenario(mode: &str) -> Result<()> {
     proxy.stop()?;
 
     // --cleanup leaves nothing in either family.
-    let out = Command::new(BIN)
-        .args(["proxy", "--cleanup", "--netns", &netns])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "cleanup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tables = topo.node.exec(["nft", "list", "tables"])?;
-    ensure!(!tables.contains("oxlet"), "{tables}");
-    for tool in ["iptables-save", "ip6tables-save"] {
-        let saved = topo.node.exec([tool])?;
-        ensure!(!saved.contains("OXLET"), "{tool}:\n{saved}");
-    }
+    cleanup_leaves_nothing(&topo.node, &["iptables-save", "ip6tables-save"])?;
     // Nothing answers the ClusterIP any more (the health check port closed with the proxy).
     let after = EchoConn::open(&topo.client, echo_addr);
     ensure!(after.is_err(), "traffic still proxied after cleanup");

@@ -5,6 +5,7 @@ pub mod etcd;
 pub mod forward;
 pub mod images;
 pub mod netns;
+pub mod netns_traffic;
 pub mod node_env;
 pub mod registry;
 pub mod runtime_env;

@@ -13,8 +13,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
 use oxlet_e2e::netns::Netns;
+use oxlet_e2e::netns_traffic::{addrs_up, default_routes, read_answer, veth};
 use oxlet_netrules::apply::Command as NetCommand;
 use oxlet_netrules::{Family, Model};
 use oxlet_proxy::config::{Config, KubeProxyConfiguration};
@@ -147,53 +148,17 @@ impl Topology {
         let backend = Netns::new("pbb")?;
         sh(&node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         for (peer, ifname, net) in [(&client, "vc", "192.168.0"), (&backend, "vb", "10.0.1")] {
-            sh(
-                &node,
-                &[
-                    "ip",
-                    "link",
-                    "add",
-                    ifname,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    peer.name(),
-                ],
-            )?;
-            sh(
-                &node,
-                &["ip", "addr", "add", &format!("{net}.1/24"), "dev", ifname],
-            )?;
-            sh(&node, &["ip", "link", "set", ifname, "up"])?;
-            sh(peer, &["ip", "link", "set", "eth0", "up"])?;
+            veth(&node, ifname, peer)?;
+            addrs_up(&node, ifname, &[format!("{net}.1/24")])?;
             let hosts = if ifname == "vc" { 1 } else { ENDPOINTS };
-            for j in 0..hosts {
-                sh(
-                    peer,
-                    &[
-                        "ip",
-                        "addr",
-                        "add",
-                        &format!("{net}.{}/24", 2 + j),
-                        "dev",
-                        "eth0",
-                    ],
-                )?;
-            }
-            sh(
-                peer,
-                &["ip", "route", "add", "default", "via", &format!("{net}.1")],
-            )?;
+            let peer_addrs: Vec<String> =
+                (0..hosts).map(|j| format!("{net}.{}/24", 2 + j)).collect();
+            addrs_up(peer, "eth0", &peer_addrs)?;
+            default_routes(peer, &[format!("{net}.1")])?;
         }
         // Service addresses route toward the client (a real node's default route): only
         // the rules make them answer.
-        sh(
-            &node,
-            &["ip", "route", "add", "default", "via", "192.168.0.2"],
-        )?;
+        default_routes(&node, &["192.168.0.2"])?;
         let listener = backend.run_in(|| TcpListener::bind("0.0.0.0:8080"))??;
         std::thread::spawn(move || {
             for mut conn in listener.incoming().flatten() {
@@ -262,11 +227,8 @@ fn connect_latency(
     let (ta, tb) = ns.run_in(move || -> Result<(Vec<Duration>, Vec<Duration>)> {
         let once = |to: SocketAddr| -> Result<Duration> {
             let start = Instant::now();
-            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-                .with_context(|| format!("connect {to}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
+            let buf =
+                read_answer(to, Duration::from_secs(2)).with_context(|| format!("connect {to}"))?;
             ensure!(buf == "ok", "{to} answered {buf:?}");
             Ok(start.elapsed())
         };

@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
 use oxlet_e2e::netns::Netns;
+use oxlet_e2e::netns_traffic::{http_get_raw, http_status};
 use oxlet_netrules::apply::Command as NetCommand;
 use oxlet_proxy::config::KubeProxyConfiguration;
 use oxlet_proxy::endpoints_change_tracker::EndpointsChangeTracker;
@@ -122,17 +123,8 @@ async fn partial_syncs_and_repair_after_tampering() {
 /// A plain HTTP GET from inside `ns`: (status, body), or the connect error.
 fn http_get_in(ns: &Netns, port: u16) -> std::io::Result<(u16, String)> {
     ns.run_in(move || -> std::io::Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-        write!(s, "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let code = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let out = http_get_raw(("127.0.0.1", port), "x", "/healthz")?;
+        let code = http_status(&out).unwrap_or(0);
         let head_end = out.find("\r\n\r\n").unwrap_or(out.len());
         assert!(
             out[..head_end]

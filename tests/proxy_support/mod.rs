@@ -7,19 +7,22 @@
 //! node 192.168.50.1 (its InternalIP); ClusterIPs come from the server's 10.43.0.0/16.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use oxlet_e2e::netns::Netns;
+use oxlet_e2e::netns_traffic::{
+    addrs_up, default_routes, echo_lines, http_get_raw, http_status, read_answer, veth,
+};
 use oxlet_e2e::server::TestServer;
 use serde_json::json;
 
@@ -64,32 +67,10 @@ pub struct Topology {
 }
 
 fn wire(node: &Netns, peer: &Netns, node_if: &str, node_ip: &str, peer_ip: &str) -> Result<()> {
-    node.exec([
-        "ip",
-        "link",
-        "add",
-        node_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        peer.name(),
-    ])?;
-    node.exec([
-        "ip",
-        "addr",
-        "add",
-        &format!("{node_ip}/24"),
-        "dev",
-        node_if,
-    ])?;
-    node.exec(["ip", "link", "set", node_if, "up"])?;
-    peer.exec(["ip", "addr", "add", &format!("{peer_ip}/24"), "dev", "eth0"])?;
-    peer.exec(["ip", "link", "set", "eth0", "up"])?;
-    peer.exec(["ip", "route", "add", "default", "via", node_ip])?;
-    Ok(())
+    veth(node, node_if, peer)?;
+    addrs_up(node, node_if, &[format!("{node_ip}/24")])?;
+    addrs_up(peer, "eth0", &[format!("{peer_ip}/24")])?;
+    default_routes(peer, &[node_ip])
 }
 
 /// TCP name, TCP echo and UDP name servers of backend `name` in `ns`, on threads that end
@@ -109,21 +90,7 @@ fn serve(ns: &Netns, name: &'static str) -> Result<()> {
     });
     std::thread::spawn(move || {
         for conn in echo.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
-                let Ok(mut out) = conn.try_clone() else {
-                    return;
-                };
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { break };
-                    if out
-                        .write_all(format!("{name}: {line}\n").as_bytes())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
+            std::thread::spawn(move || echo_lines(name, conn));
         }
     });
     std::thread::spawn(move || {
@@ -148,7 +115,7 @@ impl Topology {
         // A route for ClusterIPs, as a real node's default route: without one, connect()
         // fails before the nat hook sees the packet. Unproxied traffic goes to the client
         // namespace, which listens on nothing.
-        node.exec(["ip", "route", "add", "default", "via", CLIENT_IP])?;
+        default_routes(&node, &[CLIENT_IP])?;
         serve(&b1, "b1")?;
         serve(&b2, "b2")?;
         Ok(Self {
@@ -161,13 +128,7 @@ impl Topology {
 
 /// One TCP exchange from inside `ns`: the backend's name, or the connect error.
 pub fn fetch(ns: &Netns, addr: SocketAddr) -> Result<std::io::Result<String>> {
-    ns.run_in(move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
+    ns.run_in(move || read_answer(addr, Duration::from_secs(2)))
 }
 
 /// Polls until `ok` holds for the set of answers of `tries` fetches, or fails with the last.
@@ -217,37 +178,6 @@ impl EchoConn {
         let mut answer = String::new();
         self.reader.read_line(&mut answer)?;
         Ok(answer.trim_end().to_string())
-    }
-}
-
-/// A UDP socket bound in `ns` on a fixed port: all its datagrams are one conntrack flow.
-pub struct UdpClient(UdpSocket);
-
-impl UdpClient {
-    pub fn bind(ns: &Netns, local: SocketAddr) -> Result<Self> {
-        let s = ns.run_in(move || UdpSocket::bind(local))??;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        Ok(Self(s))
-    }
-
-    /// One datagram to `to`; the answer, or `None`.
-    pub fn ask(&self, to: SocketAddr) -> Result<Option<String>> {
-        self.0.send_to(b"hi", to)?;
-        let mut buf = [0u8; 1500];
-        match self.0.recv_from(&mut buf) {
-            Ok((n, _)) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 }
 
@@ -348,16 +278,8 @@ impl Drop for Proxy {
 
 /// A minimal HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
+    let out = http_get_raw(addr, addr, path)?;
+    let code = http_status(&out).context("no status line")?;
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     Ok((code, body.to_string()))
 }
@@ -366,6 +288,26 @@ pub async fn client_for(server: &TestServer) -> Result<Client> {
     let kc = Kubeconfig::read_from(server.kubeconfig())?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// Runs `oxlet proxy --cleanup` on `node`, then checks that no `oxlet` nft table is left and
+/// no `OXLET` chain in the output of each of `saves` (`iptables-save`, `ip6tables-save`).
+pub fn cleanup_leaves_nothing(node: &Netns, saves: &[&str]) -> Result<()> {
+    let out = Command::new(BIN)
+        .args(["proxy", "--cleanup", "--netns", &node.path()])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = node.exec(["nft", "list", "tables"])?;
+    ensure!(!tables.contains("oxlet"), "{tables}");
+    for tool in saves {
+        let saved = node.exec([tool])?;
+        ensure!(!saved.contains("OXLET"), "{tool}:\n{saved}");
+    }
+    Ok(())
 }
 
 /// Creates Node `node-a` with InternalIP [`NODE_IP`].

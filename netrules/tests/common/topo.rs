@@ -4,8 +4,8 @@
 //! and deleting ours.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use oxlet_e2e::netns::Netns;
+// Used by traffic.rs only; the other test crates that include `common` leave it unused.
+#[allow(unused_imports)]
+pub use oxlet_e2e::netns_traffic::UdpClient;
+use oxlet_e2e::netns_traffic::{addrs_up, default_routes, echo_lines, read_answer, veth};
 use oxlet_netrules::apply::iptables::Iptables;
 use oxlet_netrules::apply::nft::Nft;
 use oxlet_netrules::apply::Command;
@@ -150,23 +154,6 @@ impl Backend {
     }
 }
 
-fn echo_lines(name: &str, conn: TcpStream) {
-    // Bounded, so a client that never closes cannot keep the thread forever.
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
-    for line in BufReader::new(conn).lines() {
-        let Ok(line) = line else { break };
-        if out
-            .write_all(format!("{name}: {line}\n").as_bytes())
-            .is_err()
-        {
-            break;
-        }
-    }
-}
-
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -208,78 +195,21 @@ impl Topology {
             (&b1, "vb1", "10.0.1", "fd00:10:1:"),
             (&b2, "vb2", "10.0.2", "fd00:10:2:"),
         ] {
-            sh(
-                &node,
-                &[
-                    "ip",
-                    "link",
-                    "add",
-                    ifname,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    peer.name(),
-                ],
-            )?;
-            // nodad: the addresses are usable at once instead of after duplicate detection.
+            veth(&node, ifname, peer)?;
+            // IPv6 addresses without duplicate detection: usable at once.
             for (ns, dev, suffix) in [(&node, ifname, "1"), (peer, "eth0", "2")] {
-                sh(
+                addrs_up(
                     ns,
-                    &[
-                        "ip",
-                        "addr",
-                        "add",
-                        &format!("{v4}.{suffix}/24"),
-                        "dev",
-                        dev,
-                    ],
+                    dev,
+                    &[format!("{v4}.{suffix}/24"), format!("{v6}:{suffix}/64")],
                 )?;
-                sh(
-                    ns,
-                    &[
-                        "ip",
-                        "-6",
-                        "addr",
-                        "add",
-                        &format!("{v6}:{suffix}/64"),
-                        "dev",
-                        dev,
-                        "nodad",
-                    ],
-                )?;
-                sh(ns, &["ip", "link", "set", dev, "up"])?;
             }
-            sh(
-                peer,
-                &["ip", "route", "add", "default", "via", &format!("{v4}.1")],
-            )?;
-            sh(
-                peer,
-                &[
-                    "ip",
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("{v6}:1"),
-                ],
-            )?;
+            default_routes(peer, &[format!("{v4}.1"), format!("{v6}:1")])?;
         }
         // A default route, as a real node has: service and external addresses are routable,
         // so a connect gets as far as our hooks; unproxied packets end in the client
         // namespace, which forwards nothing.
-        sh(
-            &node,
-            &["ip", "route", "add", "default", "via", CLIENT_ADDR],
-        )?;
-        sh(
-            &node,
-            &["ip", "-6", "route", "add", "default", "via", CLIENT_ADDR6],
-        )?;
+        default_routes(&node, &[CLIENT_ADDR, CLIENT_ADDR6])?;
         let backends = vec![Backend::start(&b1, "b1")?, Backend::start(&b2, "b2")?];
         Ok(Self {
             backends,
@@ -322,19 +252,10 @@ impl Outcome {
 pub fn connect_many(ns: &Netns, addr: SocketAddr, n: usize) -> Result<Vec<Outcome>> {
     ns.run_in(move || {
         (0..n)
-            .map(
-                |_| match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                    Ok(mut s) => {
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut buf = String::new();
-                        match s.read_to_string(&mut buf) {
-                            Ok(_) => Outcome::Answer(buf),
-                            Err(e) => Outcome::Failed(e.kind()),
-                        }
-                    }
-                    Err(e) => Outcome::Failed(e.kind()),
-                },
-            )
+            .map(|_| match read_answer(addr, Duration::from_secs(1)) {
+                Ok(answer) => Outcome::Answer(answer),
+                Err(e) => Outcome::Failed(e.kind()),
+            })
             .collect()
     })
 }
@@ -362,40 +283,6 @@ pub fn is_drop(o: &Outcome) -> bool {
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap_or_else(|_| panic!("bad address {s}"))
-}
-
-/// A UDP socket bound in `ns` on a fixed local port, so every datagram is the same flow
-/// (the same conntrack entry).
-pub struct UdpClient {
-    sock: UdpSocket,
-}
-
-impl UdpClient {
-    pub fn bind(ns: &Netns, local: SocketAddr) -> Result<Self> {
-        let sock = ns.run_in(move || UdpSocket::bind(local))??;
-        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
-        Ok(Self { sock })
-    }
-
-    /// Sends one datagram to `to` and returns the answer, or `None` if none came.
-    pub fn ask(&self, to: SocketAddr) -> Result<Option<String>> {
-        self.sock.send_to(b"hi", to)?;
-        let mut buf = [0u8; 1500];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, _)) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
 }
 
 /// The two rule backends behind one interface: each `apply` moves the kernel from the last
