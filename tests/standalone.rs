@@ -7,7 +7,8 @@
 //! its own; the guard removes processes (by PID), mounts, cgroups, CNI cache entries, shim
 //! sockets, the data dir and the namespace, even when an assertion fails.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,21 @@ impl Standalone {
     fn new() -> Self {
         let built = images::build_all().expect("build the test images");
         let netns = Netns::new("sa").expect("create a network namespace");
+        // A host has a default route; without one, connecting to a ClusterIP fails routing
+        // before the proxy's DNAT can apply. A veth pair with both ends here stands in for
+        // the uplink (this kernel has no dummy links).
+        for argv in [
+            &[
+                "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+            ][..],
+            &["ip", "link", "set", "uplink1", "up"],
+            &["ip", "link", "set", "uplink0", "up"],
+            &["ip", "route", "add", "default", "dev", "uplink0"],
+        ] {
+            netns
+                .exec(argv)
+                .expect("give the namespace a default route");
+        }
         let tag = format!("{}", std::process::id());
         // Short: containerd's socket paths must fit a unix socket address.
         let dir = PathBuf::from(format!("/tmp/oxt-sa-{tag}"));
@@ -416,6 +432,8 @@ fn standalone_runs_a_pod_offline_stops_cleanly_restarts_with_its_data_and_fails_
         |names| names.contains("docker.io/library/busybox:latest"),
     );
 
+    service_answers_on_its_cluster_ip(&sa);
+
     let managed = sa.managed_pids();
     let names: Vec<&str> = managed.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["containerd", "registry"], "PID files");
@@ -459,6 +477,75 @@ fn standalone_runs_a_pod_offline_stops_cleanly_restarts_with_its_data_and_fails_
     );
     let left = sa.live_processes();
     assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+/// The bundled proxy: a Deployment exposed as a Service answers on its ClusterIP from the node
+/// itself, through the EndpointSlice the bundled controller writes once the pod is Ready.
+/// Removed again afterwards, so the stop that follows has no running pod to leave behind.
+fn service_answers_on_its_cluster_ip(sa: &Standalone) {
+    // PID 1 is the shell, which exits on SIGTERM; httpd runs in the background.
+    sa.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--port=8080",
+        "--",
+        "sh",
+        "-c",
+        "echo hello-from-web > /tmp/index.html; httpd -p 8080 -h /tmp; \
+         trap 'exit 0' TERM; while true; do sleep 1; done",
+    ]);
+    sa.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let ip = sa.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let addr: SocketAddr = format!("{}:80", ip.trim()).parse().expect("a ClusterIP");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let last = match http_get_in(&sa.netns, addr) {
+            Ok(body) if body.contains("hello-from-web") => break,
+            Ok(body) => body,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never answered from the node; last: {last}\n{}\n{}",
+            sa.kubectl_ok(&["get", "pods,endpointslices", "-o", "wide"]),
+            sa.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    sa.kubectl_ok(&["delete", "service", "web"]);
+    sa.kubectl_ok(&["delete", "deployment", "web"]);
+    sa.kubectl_until(
+        &["get", "pods", "-l", "app=web", "-o", "name"],
+        Duration::from_secs(120),
+        |out| out.trim().is_empty(),
+    );
+}
+
+/// One HTTP/1.0 GET to `addr` from inside `ns`; the whole response, or why there is none.
+fn http_get_in(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
+    let mut stream = ns
+        .run_in(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response)
 }
 
 /// Start-up said what it waited for, in order, before naming the kubeconfig.

@@ -34,7 +34,8 @@ pub struct NodeOptions {
 }
 
 /// A running one-node cluster. Drop order: kubelet (SIGTERM, then SIGKILL), forwarders,
-/// API server, then containerd (removing every pod), registry and namespace.
+/// API server, then containerd (removing every pod), registry and namespace, then the
+/// kubelet's directory.
 pub struct NodeEnv {
     kubelet: Option<Child>,
     bin: PathBuf,
@@ -46,10 +47,11 @@ pub struct NodeEnv {
     forwarders: Vec<Forwarder>,
     /// The API server.
     pub server: TestServer,
-    /// The kubelet's root dir and config.
-    pub dir: tempfile::TempDir,
     /// Registry, containerd and the namespace.
     pub env: RuntimeEnv,
+    /// The kubelet's root dir and config; dropped last, since tearing the pods down runs CNI
+    /// plugins that write under it.
+    pub dir: tempfile::TempDir,
 }
 
 fn free_port() -> Result<u16> {

@@ -6,7 +6,7 @@
 //! <root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<volume>/   volume contents
 //! <root>/pods/<uid>/volume-subpaths/<volume>/<container>/<n>  subPath bind mounts
 //! <root>/pods/<uid>/etc-hosts                                 the pod's /etc/hosts
-//! <root>/pods/<uid>/containers/<container>/<8 hex>            termination-log files
+//! <root>/pods/<uid>/containers/<container>/<count>-<8 hex>    termination-log files
 //! ```
 //!
 //! [`VolumeManager::setup`] plans each volume from the API ([`VolumeSource`]) and then does the

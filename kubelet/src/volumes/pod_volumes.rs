@@ -159,7 +159,10 @@ impl PodVolumes {
                 return Ok(p.clone());
             }
         }
-        let p = termination::create_file(&self.pod_dir.join("containers").join(container))?;
+        let p = termination::create_file(
+            &self.pod_dir.join("containers").join(container),
+            restart_count,
+        )?;
         per.insert(restart_count, p.clone());
         Ok(p)
     }

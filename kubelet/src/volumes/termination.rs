@@ -1,6 +1,6 @@
 //! Termination-message files: each container start gets a fresh empty file
-//! `<pod>/containers/<name>/<8 hex>` mounted at its `terminationMessagePath`, as upstream's
-//! kuberuntime does; the status reads the newest one back.
+//! `<pod>/containers/<name>/<restart count>-<8 hex>` mounted at its `terminationMessagePath`,
+//! as upstream's kuberuntime does; the status reads the newest one back.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
@@ -12,12 +12,12 @@ use super::error::VolumeError;
 /// Upstream reads at most this many bytes of a termination message (the last ones).
 pub const MAX_TERMINATION_MESSAGE_BYTES: u64 = 4096;
 
-/// Creates a new empty, world-writable file in `dir` (any container user must be able to write
-/// its message) and returns its path.
-pub fn create_file(dir: &Path) -> Result<PathBuf, VolumeError> {
+/// Creates a new empty, world-writable file in `dir` for the start with `restart_count` (any
+/// container user must be able to write its message) and returns its path.
+pub fn create_file(dir: &Path, restart_count: u32) -> Result<PathBuf, VolumeError> {
     fs::create_dir_all(dir).map_err(|e| VolumeError::io("mkdir", dir, e))?;
     loop {
-        let p = dir.join(format!("{:08x}", super::random_u32()));
+        let p = dir.join(format!("{restart_count:08}-{:08x}", super::random_u32()));
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -35,8 +35,9 @@ pub fn create_file(dir: &Path) -> Result<PathBuf, VolumeError> {
     }
 }
 
-/// The most recently created file in `dir` (birth time where the file system records it,
-/// else modification time).
+/// The file of the latest start in `dir`: the highest restart count in its name, then the
+/// newest birth (or modification) time. The count decides because two files created within
+/// one clock tick carry the same timestamp.
 pub fn newest(dir: &Path) -> Option<PathBuf> {
     let entries = fs::read_dir(dir).ok()?;
     entries
@@ -46,8 +47,14 @@ pub fn newest(dir: &Path) -> Option<PathBuf> {
             if !meta.is_file() {
                 return None;
             }
+            let count = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(c, _)| c.parse::<u32>().ok())
+                .unwrap_or(0);
             let t = meta.created().or_else(|_| meta.modified()).ok()?;
-            Some((t, e.path()))
+            Some(((count, t), e.path()))
         })
         .max()
         .map(|(_, p)| p)

@@ -723,8 +723,10 @@ async fn container_mounts_subpaths_hosts_and_termination_log() {
         .expect("name")
         .to_string_lossy()
         .into_owned();
+    let (count, random) = name.split_once('-').expect("<count>-<hex>");
+    assert_eq!(count, "00000000", "{name}");
     assert!(
-        name.len() == 8 && name.chars().all(|c| c.is_ascii_hexdigit()),
+        random.len() == 8 && random.chars().all(|c| c.is_ascii_hexdigit()),
         "{name}"
     );
     assert_eq!(mode(&term_path), 0o666);
