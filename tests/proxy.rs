@@ -61,7 +61,8 @@ async fn scenario(mode: &str) -> Result<()> {
         .await?;
 
     let netns = topo.node.path();
-    let args = proxy_args(dir.path(), &server, mode, &netns)?;
+    let mut args = proxy_args(dir.path(), &server, mode, &netns)?;
+    args.push("--iptables-localhost-nodeports".into());
     let mut proxy = Proxy::start(dir.path(), &args)?;
     let body = proxy.wait_healthy()?;
     let health: serde_json::Value = serde_json::from_str(&body)?;
@@ -85,6 +86,26 @@ async fn scenario(mode: &str) -> Result<()> {
         "NodePort from the client",
         |a| a.iter().all(|s| s == "b1" || s == "b2"),
     )?;
+
+    // Localhost NodePorts were asked for: iptables mode serves them and set route_localnet;
+    // nftables mode has none, as upstream, and leaves the sysctl alone.
+    let localhost = SocketAddr::new("127.0.0.1".parse()?, nodeport.port());
+    let route_localnet = topo
+        .node
+        .exec(["sysctl", "-n", "net.ipv4.conf.all.route_localnet"])?;
+    if mode == "iptables" {
+        assert_eq!(route_localnet.trim(), "1");
+        wait_answers(&topo.node, localhost, 10, "NodePort on localhost", |a| {
+            a.iter().all(|s| s == "b1" || s == "b2")
+        })?;
+    } else {
+        assert_eq!(route_localnet.trim(), "0");
+        let refused = fetch(&topo.node, localhost)?;
+        assert!(
+            matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{refused:?}"
+        );
+    }
 
     let (code, metrics) = http_get(&proxy.metrics, "/metrics")?;
     assert_eq!(code, 200);

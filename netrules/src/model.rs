@@ -22,6 +22,10 @@ pub struct Model {
     pub nodeport_addresses: Vec<IpAddr>,
     /// Masquerade all traffic to ClusterIPs, as kube-proxy's `--masquerade-all`.
     pub masquerade_all: bool,
+    /// NodePorts also answer on 127.0.0.0/8, as kube-proxy's `iptables.localhostNodePorts`
+    /// (IPv4 in iptables mode only; needs `net.ipv4.conf.all.route_localnet=1`). Off:
+    /// localhost is excluded from NodePort matching in both modes.
+    pub localhost_nodeports: bool,
     /// The service ports, sorted by name so that rendering is deterministic.
     pub services: BTreeMap<ServicePortName, ServicePort>,
 }

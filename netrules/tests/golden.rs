@@ -68,6 +68,20 @@ fn node_port() {
 }
 
 #[test]
+fn localhost_node_ports() {
+    // iptables: 127.0.0.0/8 stays in NodePort matching and martian localnet traffic is
+    // dropped; nftables has no localhost NodePorts, so its text equals node_port's.
+    let mut s = svc("172.30.0.43", &[ep("10.180.0.1", 80)]);
+    s.node_port = Some(30043);
+    let mut m = with(vec![(spn("ns3", "svc3"), s)]);
+    m.localhost_nodeports = true;
+    check("localhost_node_ports", &m, Family::V4);
+    // With listed NodePort addresses, 127.0.0.0/8 joins the list.
+    m.nodeport_addresses = vec![ip(NODE_IP)];
+    check("localhost_node_ports_listed", &m, Family::V4);
+}
+
+#[test]
 fn node_port_on_listed_addresses() {
     let mut m = with(vec![]);
     m.nodeport_addresses = vec![ip(NODE_IP), ip("127.0.0.1")];

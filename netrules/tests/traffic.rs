@@ -1,8 +1,8 @@
 //! Real packets through the rendered rules, each scenario in both modes (nftables and
 //! iptables): external and LoadBalancer IPs, Local traffic policy (drop without local
 //! endpoints, client source kept), terminating endpoints, IPv6 and dual-stack, established
-//! connections across a full resync, stale UDP conntrack entries, and cleanup of both
-//! families. Each test builds its own
+//! connections across a full resync, stale UDP conntrack entries, localhost NodePorts
+//! (iptables, only when asked for), and cleanup of both families. Each test builds its own
 //! namespaces (`common::topo`); nothing touches the host's ruleset.
 
 mod common;
@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 use common::topo::*;
 use common::*;
 use oxlet_netrules::apply::conntrack::Conntrack;
-use oxlet_netrules::apply::Command;
+use oxlet_netrules::apply::{set_sysctl, Command};
 use oxlet_netrules::{Endpoint, Family, Model, Protocol, ServicePort, ServicePortName};
 
 /// The topology's model: node addresses of both families, pods in 10.0.0.0/8 and fd00:10::/32.
@@ -435,4 +435,49 @@ fn stale_udp_flows_are_cleaned_nft() -> Result<()> {
 #[test]
 fn stale_udp_flows_are_cleaned_iptables() -> Result<()> {
     stale_udp_flows_are_cleaned(Mode::Iptables)
+}
+
+/// NodePorts on 127.0.0.1: refused (not DNATed) unless asked for; when asked for (iptables
+/// mode, route_localnet set) the node's own localhost connections reach both backends.
+fn localhost_node_ports(mode: Mode) -> Result<()> {
+    let topo = Topology::new()?;
+    let mut rules = Rules::new(mode, &topo.node);
+    let model = |localhost: bool| {
+        let mut m = topo_model();
+        let mut s = port(&["172.30.0.80"], 80, both(NAME_PORT));
+        s.node_port = Some(30080);
+        m.services.insert(spn("ns", "lh"), s);
+        m.localhost_nodeports = localhost;
+        m
+    };
+    rules.apply(&model(false))?;
+    assert_spread(&topo.node, "192.168.0.1:30080", 20)?;
+    let out = connect_many(&topo.node, addr("127.0.0.1:30080"), 1)?;
+    ensure!(
+        out == vec![Outcome::Failed(std::io::ErrorKind::ConnectionRefused)],
+        "localhost NodePort answered without being asked for: {out:?}"
+    );
+
+    if mode == Mode::Iptables {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cmd = Command::in_netns(&topo.node.path());
+        rt.block_on(set_sysctl(&cmd, "net.ipv4.conf.all.route_localnet", "1"))?;
+        rules.apply(&model(true))?;
+        assert_spread(&topo.node, "127.0.0.1:30080", 30)?;
+        // Other node addresses keep working beside it.
+        assert_spread(&topo.client, "192.168.0.1:30080", 20)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn localhost_node_ports_nft() -> Result<()> {
+    localhost_node_ports(Mode::Nft)
+}
+
+#[test]
+fn localhost_node_ports_iptables() -> Result<()> {
+    localhost_node_ports(Mode::Iptables)
 }

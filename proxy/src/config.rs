@@ -85,7 +85,10 @@ pub struct ModeSection {
     pub min_sync_period: Option<String>,
     /// `masqueradeAll`.
     pub masquerade_all: Option<bool>,
-    /// Other fields (`masqueradeBit`, `localhostNodePorts`): accepted.
+    /// `localhostNodePorts` (iptables only): NodePorts on 127.0.0.0/8 through route_localnet.
+    /// Off unless asked for (upstream defaults it on).
+    pub localhost_node_ports: Option<bool>,
+    /// Other fields (`masqueradeBit`): accepted.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
 }
@@ -131,6 +134,8 @@ pub struct Overrides {
     pub metrics_bind_address: Option<String>,
     /// `--masquerade-all`.
     pub masquerade_all: Option<bool>,
+    /// `--iptables-localhost-nodeports`.
+    pub localhost_node_ports: Option<bool>,
 }
 
 /// How rules are programmed.
@@ -184,6 +189,8 @@ pub struct Config {
     pub min_sync_period: Duration,
     /// Masquerade all ClusterIP traffic.
     pub masquerade_all: bool,
+    /// NodePorts on localhost (iptables mode, asked for): route_localnet is set.
+    pub localhost_node_ports: bool,
     /// The kubeconfig, if given; otherwise in-cluster/inferred.
     pub kubeconfig: Option<PathBuf>,
     /// oxlet-specific: program rules inside this network namespace (path) via nsenter.
@@ -219,11 +226,7 @@ pub fn parse(text: &str) -> Result<(KubeProxyConfiguration, Vec<String>)> {
         }
     }
     for (section, other, known) in [
-        (
-            "iptables",
-            &cfg.iptables.other,
-            &["masqueradeBit", "localhostNodePorts"][..],
-        ),
+        ("iptables", &cfg.iptables.other, &["masqueradeBit"][..]),
         ("nftables", &cfg.nftables.other, &["masqueradeBit"][..]),
         ("linux", &cfg.linux.other, &["conntrack", "oomScoreAdj"][..]),
         (
@@ -314,6 +317,9 @@ impl KubeProxyConfiguration {
         }
         if let Some(v) = flags.masquerade_all {
             self.linux.masquerade_all = Some(v);
+        }
+        if let Some(v) = flags.localhost_node_ports {
+            self.iptables.localhost_node_ports = Some(v);
         }
     }
 
@@ -419,6 +425,9 @@ impl KubeProxyConfiguration {
             .masquerade_all
             .or(section.1.masquerade_all)
             .unwrap_or(false);
+        // nftables mode has no localhost NodePorts (as upstream): the setting is iptables'.
+        let localhost_node_ports =
+            mode == ProxyMode::Iptables && self.iptables.localhost_node_ports == Some(true);
         if let Some(h) = self.hostname_override.as_deref().filter(|h| !h.is_empty()) {
             if h.trim() != h || h.contains('/') {
                 errs.push(format!("hostnameOverride: {h:?} is not a valid node name"));
@@ -442,6 +451,7 @@ impl KubeProxyConfiguration {
             sync_period,
             min_sync_period,
             masquerade_all,
+            localhost_node_ports,
             kubeconfig: self
                 .client_connection
                 .kubeconfig
@@ -678,6 +688,31 @@ winkernel:
             c.healthz_bind_address,
             Some("127.0.0.1:9999".parse().expect("addr"))
         );
+    }
+
+    #[test]
+    fn localhost_node_ports_only_when_asked_and_only_in_iptables_mode() {
+        let validated = |text: &str, flag: Option<bool>| {
+            let (mut cfg, warnings) = parse(text).expect("decodes");
+            assert!(warnings.is_empty(), "{warnings:?}");
+            cfg.set_defaults();
+            cfg.apply(&Overrides {
+                localhost_node_ports: flag,
+                ..Default::default()
+            });
+            cfg.validate().expect("valid").localhost_node_ports
+        };
+        assert!(!validated("mode: iptables\n", None), "off by default");
+        assert!(validated(
+            "mode: iptables\niptables:\n  localhostNodePorts: true\n",
+            None
+        ));
+        assert!(validated("mode: iptables\n", Some(true)), "the flag asks");
+        // nftables has no localhost NodePorts, as upstream.
+        assert!(!validated(
+            "mode: nftables\niptables:\n  localhostNodePorts: true\n",
+            Some(true)
+        ));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct NodeInfo {
     pub nodeport_addresses: Vec<IpAddr>,
     /// `masqueradeAll`.
     pub masquerade_all: bool,
+    /// `iptables.localhostNodePorts` in iptables mode.
+    pub localhost_nodeports: bool,
 }
 
 /// The Node's InternalIP and ExternalIP addresses, in status order, without duplicates.
@@ -349,6 +351,7 @@ pub fn build(
         cluster_cidrs: node.cluster_cidrs.clone(),
         nodeport_addresses: node.nodeport_addresses.clone(),
         masquerade_all: node.masquerade_all,
+        localhost_nodeports: node.localhost_nodeports,
         services: BTreeMap::new(),
     };
     let mut errors = Vec::new();

@@ -57,6 +57,7 @@ pub struct Proxier {
     cluster_cidrs: Vec<oxlet_netrules::Cidr>,
     nodeport_config: Vec<NodePortAddress>,
     masquerade_all: bool,
+    localhost_nodeports: bool,
     cmd: Command,
     nodes: Store<Node>,
     services: Arc<ServiceChangeTracker>,
@@ -124,6 +125,7 @@ impl Proxier {
             cluster_cidrs: config.cluster_cidrs.clone(),
             nodeport_config: config.node_port_addresses.clone(),
             masquerade_all: config.masquerade_all,
+            localhost_nodeports: config.localhost_node_ports,
             cmd,
             nodes,
             services,
@@ -217,6 +219,7 @@ impl Proxier {
             node_ips,
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
+            localhost_nodeports: self.localhost_nodeports,
             services: BTreeMap::new(),
         }
     }

@@ -125,6 +125,11 @@ pub async fn run_with_registry(
     }
 
     let cmd = command_for(config.netns.as_deref());
+    if config.localhost_node_ports {
+        // Asked for: without it the kernel drops DNATed packets from 127.0.0.0/8 as martians.
+        oxlet_netrules::apply::set_sysctl(&cmd, "net.ipv4.conf.all.route_localnet", "1").await?;
+        tracing::info!("net.ipv4.conf.all.route_localnet=1 for localhost NodePorts");
+    }
     // As upstream's cleanupLeftovers: remove what the other mode may have left behind.
     let leftovers = match config.mode {
         ProxyMode::Nftables => {

@@ -42,6 +42,10 @@ pub struct Args {
     /// Masquerade all traffic sent to Service IPs.
     #[arg(long)]
     masquerade_all: bool,
+    /// iptables mode: NodePorts also answer on 127.0.0.0/8 (sets route_localnet). Off unless
+    /// given, unlike upstream's default.
+    #[arg(long)]
+    iptables_localhost_nodeports: bool,
     /// Remove every rule the proxy installed (both modes) and exit.
     #[arg(long)]
     cleanup: bool,
@@ -76,6 +80,7 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         healthz_bind_address: args.healthz_bind_address.clone(),
         metrics_bind_address: args.metrics_bind_address.clone(),
         masquerade_all: args.masquerade_all.then_some(true),
+        localhost_node_ports: args.iptables_localhost_nodeports.then_some(true),
     });
     let mut config = file.validate()?;
     if let Some(ns) = &args.netns {

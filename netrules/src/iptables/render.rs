@@ -167,9 +167,17 @@ pub fn render(model: &Model, family: Family) -> IptablesRules {
         }
     }
     // NodePort dispatch comes last in OXLET-SERVICES, after every service address.
+    // Localhost NodePorts, as upstream: never for IPv6, for IPv4 only when asked for (the
+    // proxy sets route_localnet then).
+    let localhost = family == Family::V4 && model.localhost_nodeports;
     if model.nodeport_addresses.is_empty() {
+        let exclude = match family {
+            Family::V6 => " ! -d ::1/128",
+            Family::V4 if !localhost => " ! -d 127.0.0.0/8",
+            Family::V4 => "",
+        };
         r.nat.rules.push(format!(
-            "-A {SERVICES} -m comment --comment \"oxlet service nodeports\" -m addrtype --dst-type LOCAL -j {NODEPORTS}"
+            "-A {SERVICES} -m comment --comment \"oxlet service nodeports\" -m addrtype --dst-type LOCAL{exclude} -j {NODEPORTS}"
         ));
     } else {
         let mut ips: Vec<&IpAddr> = model
@@ -179,12 +187,22 @@ pub fn render(model: &Model, family: Family) -> IptablesRules {
             .collect();
         ips.sort();
         ips.dedup();
-        for ip in ips {
+        let mut dests: Vec<String> = ips.into_iter().map(host).collect();
+        if localhost {
+            dests.push("127.0.0.0/8".into());
+        }
+        for d in dests {
             r.nat.rules.push(format!(
-                "-A {SERVICES} -m comment --comment \"oxlet service nodeports\" -d {} -j {NODEPORTS}",
-                host(ip)
+                "-A {SERVICES} -m comment --comment \"oxlet service nodeports\" -d {d} -j {NODEPORTS}"
             ));
         }
+    }
+    if localhost {
+        // route_localnet lets packets to 127.0.0.0/8 be routed from outside too
+        // (kubernetes/kubernetes#90259): only DNATed ones may pass.
+        r.filter.rules.push(format!(
+            "-A {EXTERNAL_SERVICES} -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+        ));
     }
     r.nat.rules.extend(nodeport_rules);
     IptablesRules {

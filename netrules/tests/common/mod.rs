@@ -31,6 +31,7 @@ pub fn base_model() -> Model {
         cluster_cidrs: vec![cidr(POD_CIDR), cidr("fd00:10::/64")],
         nodeport_addresses: vec![],
         masquerade_all: false,
+        localhost_nodeports: false,
         services: BTreeMap::new(),
     }
 }
