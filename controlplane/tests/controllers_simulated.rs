@@ -16,10 +16,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt as _};
@@ -67,36 +67,13 @@ async fn start() -> Result<(Cluster, SimNodes)> {
     Ok((cluster, sims))
 }
 
-/// Polls `check` until it returns `Ok(Ok(v))` or the deadline passes; the error names what
-/// was awaited and the last state `check` described.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+/// Polls `check` until it returns `Ok(Ok(v))` or [`DEADLINE`] passes.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last;
-    loop {
-        match check().await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(state)) => last = state,
-            Err(e) => last = format!("error: {e:#}"),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}; last state: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-    )
-    .await?;
-    Ok(())
+    support::eventually(what, DEADLINE, Duration::from_millis(100), check).await
 }
 
 fn tolerations(seconds: i64) -> Value {
@@ -277,7 +254,7 @@ async fn node_loss_cordon_daemonset_and_events() -> Result<()> {
     let (cluster, sims) = start().await?;
     let c = &cluster.client;
     let ns = "shop";
-    namespace(c, ns).await?;
+    support::create_namespace(c, ns).await?;
     for n in ["n1", "n2", "n3"] {
         sims.add(n, &[]).await?;
     }
@@ -581,7 +558,7 @@ async fn progress_deadline_and_paused_scaling() -> Result<()> {
     let (cluster, sims) = start().await?;
     let c = &cluster.client;
     let ns = "deadline";
-    namespace(c, ns).await?;
+    support::create_namespace(c, ns).await?;
     for n in ["n1", "n2"] {
         sims.add(n, &[]).await?;
     }
@@ -710,7 +687,7 @@ async fn daemonset_surge_update_keeps_every_node_served() -> Result<()> {
     let (cluster, sims) = start().await?;
     let c = &cluster.client;
     let ns = "surge";
-    namespace(c, ns).await?;
+    support::create_namespace(c, ns).await?;
     for n in ["n1", "n2", "n3"] {
         sims.add(n, &[]).await?;
     }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
@@ -111,36 +111,13 @@ async fn fake_kubelet(client: kube::Client, shutdown: CancellationToken) {
     }
 }
 
-/// Polls `check` until it returns `Ok(Some(v))` or the deadline passes; the error names what
-/// was awaited and the last state `check` described.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+/// Polls `check` until it returns `Ok(Ok(v))` or [`DEADLINE`] passes.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last;
-    loop {
-        match check().await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(state)) => last = state,
-            Err(e) => last = format!("error: {e:#}"),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}; last state: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn create_ns(client: &kube::Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-    )
-    .await?;
-    Ok(())
+    support::eventually(what, DEADLINE, Duration::from_millis(200), check).await
 }
 
 fn deployment(name: &str, replicas: i32, image: &str, strategy: Value) -> Deployment {
@@ -226,7 +203,7 @@ async fn owned_rs(
 async fn deployment_scales_and_rolls() -> Result<()> {
     let c = start().await?;
     let ns = "deploy";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
     let strategy =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
@@ -381,7 +358,7 @@ async fn deployment_scales_and_rolls() -> Result<()> {
 async fn deployment_recreate_and_paused() -> Result<()> {
     let c = start().await?;
     let ns = "recreate";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
     api.create(
         &PostParams::default(),
@@ -444,7 +421,7 @@ async fn deployment_recreate_and_paused() -> Result<()> {
 async fn daemonset_follows_nodes() -> Result<()> {
     let c = start().await?;
     let ns = "ds";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     nodes
         .create(
@@ -553,7 +530,7 @@ async fn daemonset_follows_nodes() -> Result<()> {
 async fn endpointslices_follow_readiness() -> Result<()> {
     let c = start().await?;
     let ns = "eps";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
     deploys
         .create(
@@ -696,7 +673,7 @@ async fn namespace_deletion_removes_everything() -> Result<()> {
     use kube::discovery::{verbs, ApiResource, Discovery, Scope};
     let c = start().await?;
     let ns = "doomed";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let ar = |group: &str, version: &str, kind: &str, plural: &str| ApiResource {
         group: group.into(),
         version: version.into(),
@@ -878,7 +855,7 @@ async fn rs_with_pods(client: &kube::Client, ns: &str, name: &str) -> Result<Vec
 async fn garbage_collection_modes() -> Result<()> {
     let c = start().await?;
     let ns = "gc";
-    create_ns(&c.client, ns).await?;
+    support::create_namespace(&c.client, ns).await?;
     let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let count = |sel: String| {
@@ -953,7 +930,7 @@ async fn garbage_collection_modes() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_service_account_appears_and_returns() -> Result<()> {
     let c = start().await?;
-    create_ns(&c.client, "fresh").await?;
+    support::create_namespace(&c.client, "fresh").await?;
     let sas: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "fresh");
     let wait = || {
         eventually("default serviceaccount", || async {

@@ -4,9 +4,11 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use oxlet_controlplane::apiserver::handlers::{self, ApiOptions, ApiState};
 use oxlet_controlplane::apiserver::pki::Pki;
 use oxlet_controlplane::apiserver::server::{self, ServerConfig};
@@ -99,4 +101,42 @@ pub async fn start(loops: &[&'static str], options: ControllerOptions) -> Result
         data_dir: dir.path().to_path_buf(),
         _dir: dir,
     })
+}
+
+/// Polls `check` every `every` until it returns `Ok(Ok(v))` or `deadline` passes; the error
+/// names what was awaited and the last state `check` described.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let deadline = tokio::time::Instant::now() + deadline;
+    let mut last;
+    loop {
+        match check().await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(state)) => last = state,
+            Err(e) => last = format!("error: {e:#}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}; last state: {last}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    api.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?,
+    )
+    .await?;
+    Ok(())
 }
