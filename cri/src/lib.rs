@@ -5,8 +5,10 @@
 //! - [`fake::FakeRuntime`] (feature `fake`): an in-memory runtime recording every call.
 //! - [`import::import_archive`]: loads an OCI or `docker save` archive into containerd's
 //!   `k8s.io` namespace through containerd's own API, and unpacks it, like k3s air-gap images.
+//! - [`containerd_config::config_toml`]: the config of a private containerd under one directory.
 //! - [`api`]: the generated CRI v1 messages, so callers need no direct `k8s-cri` dependency.
 
+pub mod containerd_config;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use oxlet_cri::containerd_config::ContainerdLayout;
 use sha2::{Digest, Sha256};
 
 use crate::netns::Netns;
@@ -287,56 +288,12 @@ impl Drop for Containerd {
 }
 
 fn config_toml(dir: &Path, opts: &Options, registry_dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox}"
-  # No CAP_SYS_RESOURCE here: without this every RunPodSandbox fails.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  # A random port: several private containerds run side by side.
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{d}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{d}/cni/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{reg}"
-"#,
-        sandbox = opts.sandbox_image,
-        reg = registry_dir.display(),
-    )
+    oxlet_cri::containerd_config::config_toml(&ContainerdLayout {
+        dir,
+        sandbox_image: &opts.sandbox_image,
+        cni_bin_dir: "/usr/lib/cni",
+        registry_config_dir: registry_dir,
+    })
 }
 
 /// bridge + host-local (private dataDir) + portmap, the same conflist the kubelet writes with

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use oxlet_cri::containerd_config::ContainerdLayout;
 
 use super::process::Managed;
 
@@ -107,58 +108,16 @@ impl Layout {
     }
 }
 
-/// containerd's config (version 2, containerd 1.6/1.7).
+/// containerd's config: the shared private-containerd layout under `dir`, with a header
+/// saying who writes it.
 pub fn config_toml(dir: &Path, certs_d: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"# Written by oxlet agent at every start; edits are overwritten.
-version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{SANDBOX_IMAGE}"
-  # Without CAP_SYS_RESOURCE every RunPodSandbox fails unless OOM scores are only raised.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  # The streaming server (exec, attach, port-forward) on loopback, any free port.
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{d}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{d}/cni/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-        certs = certs_d.display(),
-    )
+    let body = oxlet_cri::containerd_config::config_toml(&ContainerdLayout {
+        dir,
+        sandbox_image: SANDBOX_IMAGE,
+        cni_bin_dir: CNI_BIN_DIR,
+        registry_config_dir: certs_d,
+    });
+    format!("# Written by oxlet agent at every start; edits are overwritten.\n{body}")
 }
 
 /// Waits until containerd accepts connections on its socket; fails with its log if it exits
