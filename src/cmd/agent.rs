@@ -51,12 +51,9 @@ pub struct Args {
     /// Use this CRI endpoint instead of starting a private containerd (and no registry mirror).
     #[arg(long)]
     pub container_runtime_endpoint: Option<String>,
-    /// Node IP(s) to report, comma separated (default: the address of the default route).
-    #[arg(long, value_delimiter = ',')]
-    pub node_ip: Vec<IpAddr>,
-    /// Node name instead of the hostname.
-    #[arg(long)]
-    pub hostname_override: Option<String>,
+    /// The node's identity and the kubelet's cgroup and network names.
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Labels to add when registering, `k=v,k2=v2`.
     #[arg(long, value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -72,13 +69,24 @@ pub struct Args {
     /// Run no service proxy (another one handles Services).
     #[arg(long)]
     pub disable_proxy: bool,
-    /// Root cgroup for pods (cgroupRoot).
-    #[arg(long)]
-    pub cgroup_root: Option<String>,
     /// CA bundle the kubelet server verifies client certificates against (the API server's
     /// kubelet client certificate); without it the kubelet server accepts any client.
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
+}
+
+/// Node flags `oxlet agent` and `oxlet standalone` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// Node IP(s) to report, comma separated (default: the address of the default route).
+    #[arg(long, value_delimiter = ',')]
+    pub node_ip: Vec<IpAddr>,
+    /// Node name instead of the hostname.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// Root cgroup for pods (cgroupRoot).
+    #[arg(long)]
+    pub cgroup_root: Option<String>,
     /// Name of the CNI network the kubelet writes.
     #[arg(long, default_value = "oxlet", hide = true)]
     pub cni_network_name: String,
@@ -158,7 +166,7 @@ fn node_name(hostname_override: Option<&str>) -> anyhow::Result<String> {
 
 /// Flags into the configuration (no side effects).
 pub fn config(args: &Args) -> anyhow::Result<Config> {
-    let node_name = node_name(args.hostname_override.as_deref())?;
+    let node_name = node_name(args.node.hostname_override.as_deref())?;
     let managed = match &args.container_runtime_endpoint {
         Some(_) => None,
         None => Some(Managed {
@@ -177,16 +185,16 @@ pub fn config(args: &Args) -> anyhow::Result<Config> {
         config: None,
         container_runtime_endpoint: Some(endpoint),
         hostname_override: Some(node_name.clone()),
-        node_ip: args.node_ip.clone(),
+        node_ip: args.node.node_ip.clone(),
         node_labels: args.node_labels.clone(),
         register_with_taints: args.register_with_taints.clone(),
         root_dir: args.data_dir.join("kubelet"),
         pod_manifest_path: None,
-        cgroup_root: args.cgroup_root.clone(),
+        cgroup_root: args.node.cgroup_root.clone(),
         max_pods: None,
         pod_cidr: args.pod_cidr.clone(),
         cni_config: "auto".into(),
-        cni_network_name: args.cni_network_name.clone(),
+        cni_network_name: args.node.cni_network_name.clone(),
     };
     let mut kubelet = super::kubelet::options(&kubelet_args)?;
     let pod_logs = args.data_dir.join("logs").join("pods");

@@ -48,18 +48,9 @@ pub struct Args {
     /// pods that use the API need one they can reach.
     #[arg(long)]
     pub advertise_address: Option<IpAddr>,
-    /// Node IP(s) to report, comma separated (default: the address of the default route).
-    #[arg(long, value_delimiter = ',')]
-    pub node_ip: Vec<IpAddr>,
-    /// Node name instead of the hostname.
-    #[arg(long)]
-    pub hostname_override: Option<String>,
-    /// Root cgroup for pods (cgroupRoot).
-    #[arg(long)]
-    pub cgroup_root: Option<String>,
-    /// Name of the CNI network the kubelet writes.
-    #[arg(long, default_value = "oxlet", hide = true)]
-    pub cni_network_name: String,
+    /// The node's identity and the kubelet's cgroup and network names.
+    #[command(flatten)]
+    pub node: agent::NodeArgs,
 }
 
 /// `oxlet server`'s flags, parsed as if given on its command line, so standalone's server
@@ -94,17 +85,14 @@ fn configure(args: &Args) -> anyhow::Result<(server::Config, agent::Config)> {
         kubeconfig: agent_dir.join("kubelet.kubeconfig"),
         data_dir: agent_dir,
         container_runtime_endpoint: None,
-        node_ip: args.node_ip.clone(),
-        hostname_override: args.hostname_override.clone(),
+        node: args.node.clone(),
         node_labels: Vec::new(),
         register_with_taints: Vec::new(),
         pod_cidr: None,
         cluster_cidr: server.cluster_cidr(),
         disable_proxy: false,
-        cgroup_root: args.cgroup_root.clone(),
         // Only the API server (its kubelet client certificate) may use the kubelet's API.
         client_ca_file: Some(server.ca_cert_path()),
-        cni_network_name: args.cni_network_name.clone(),
     };
     let agent = agent::config(&agent_args)?;
     server.issue_kubeconfig(
